@@ -1,0 +1,615 @@
+//! The server's one typed [`Config`], built once at start-up from environment variables and
+//! passed down explicitly. Nothing else in the server reads the environment.
+//!
+//! Parsing goes through the small [`Source`] trait, so tests build configurations from a map
+//! without touching the process environment. Validation collects *every* problem and reports
+//! them together, so an operator fixes a `.env` in one pass.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Mutex;
+
+use rand::distributions::{Alphanumeric, DistString};
+use watchgrid_store::DatabaseUrl;
+
+/// Where configuration values come from.
+pub trait Source {
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment: the production source.
+#[derive(Debug, Default)]
+pub struct EnvSource;
+
+impl Source for EnvSource {
+    fn get(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+/// A fixed map, for tests.
+#[derive(Debug, Default, Clone)]
+pub struct MapSource(pub HashMap<String, String>);
+
+impl MapSource {
+    pub fn new<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        )
+    }
+}
+
+impl Source for MapSource {
+    fn get(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Wraps a source and remembers every name asked for; a test checks them against the docs.
+#[derive(Debug)]
+pub struct RecordingSource<S> {
+    inner: S,
+    pub names: Mutex<BTreeSet<String>>,
+}
+
+impl<S: Source> RecordingSource<S> {
+    pub fn new(inner: S) -> Self {
+        Self {
+            inner,
+            names: Mutex::new(BTreeSet::new()),
+        }
+    }
+}
+
+impl<S: Source> Source for RecordingSource<S> {
+    fn get(&self, name: &str) -> Option<String> {
+        if let Ok(mut names) = self.names.lock() {
+            names.insert(name.to_owned());
+        }
+        self.inner.get(name)
+    }
+}
+
+/// `development`: the first run needs no configuration. `production`: every Required variable
+/// must be set to a real value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Development,
+    Production,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A value that must never reach a log: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Whether loading may write generated development secrets to the data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretGeneration {
+    /// `serve` and `migrate`: generate missing development secrets once and reuse them.
+    Generate,
+    /// `check-config`: validate only, write nothing.
+    ReadOnly,
+}
+
+/// The server's configuration. Built by [`Config::load`]; see `docs/production.md`.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub mode: Mode,
+    pub data_dir: PathBuf,
+    pub database: DatabaseUrl,
+    /// `DATABASE_URL` with any password replaced by `***`, for logs.
+    pub database_display: String,
+    pub db_max_connections: u32,
+    pub listen: SocketAddr,
+    pub frontend_host: String,
+    pub jwt_secret: Option<Secret>,
+    pub admin_username: String,
+    pub admin_password: Option<Secret>,
+    pub log_format: LogFormat,
+    pub log_level: String,
+    /// Things worth telling the operator once logging is up (generated secrets, defaults).
+    pub warnings: Vec<String>,
+}
+
+/// Every problem found in the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+/// One variable and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub variable: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "invalid configuration ({count} problem{}):",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {}: {}", problem.variable, problem.message)?;
+        }
+        write!(f, "See docs/production.md for every variable.")
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// The variables that must be set to a real value in production (the Required table).
+pub const REQUIRED_IN_PRODUCTION: &[&str] = &[
+    "FRONTEND_HOST",
+    "JWT_SECRET",
+    "ADMIN_PASSWORD",
+    "DATABASE_URL",
+];
+
+/// The minimum length of `JWT_SECRET`, as the runbook's first-install checklist says.
+pub const JWT_SECRET_MIN_LEN: usize = 32;
+
+const JWT_SECRET_FILE: &str = "jwt_secret";
+const ADMIN_PASSWORD_FILE: &str = "admin_password";
+
+/// Collects values and problems while a configuration is read.
+struct Reader<'a> {
+    source: &'a dyn Source,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    /// The trimmed value, `None` when unset or empty.
+    fn get(&self, name: &str) -> Option<String> {
+        self.source
+            .get(name)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn problem(&mut self, variable: &'static str, message: impl Into<String>) {
+        self.problems.push(Problem {
+            variable,
+            message: message.into(),
+        });
+    }
+
+    /// Parse with `parse`, or fall back to `default` when unset; a parse failure is a problem.
+    fn parse<T>(
+        &mut self,
+        name: &'static str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T
+    where
+        T: Clone,
+    {
+        match self.get(name) {
+            None => default,
+            Some(raw) => match parse(&raw) {
+                Ok(value) => value,
+                Err(reason) => {
+                    self.problem(name, format!("{reason} (got {raw:?})"));
+                    default
+                }
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Read, validate and (in development, with [`SecretGeneration::Generate`]) complete the
+    /// configuration. Returns every problem at once.
+    pub fn load(source: &dyn Source, secrets: SecretGeneration) -> Result<Config, ConfigError> {
+        let mut r = Reader {
+            source,
+            problems: Vec::new(),
+        };
+        let mut warnings = Vec::new();
+
+        let mode = r.parse("WATCHGRID_MODE", Mode::Development, |v| match v {
+            "development" => Ok(Mode::Development),
+            "production" => Ok(Mode::Production),
+            _ => Err("must be `development` or `production`".into()),
+        });
+
+        if mode == Mode::Production {
+            for &name in REQUIRED_IN_PRODUCTION {
+                match r.get(name) {
+                    None => r.problem(name, "is required in production mode"),
+                    Some(value) if is_placeholder(&value) => r.problem(
+                        name,
+                        "is a placeholder value; set a real one before starting in production",
+                    ),
+                    Some(_) => {}
+                }
+            }
+        }
+
+        let default_data_dir = match mode {
+            Mode::Development => "./watchgrid-data",
+            Mode::Production => "/var/lib/watchgrid",
+        };
+        let data_dir = PathBuf::from(
+            r.get("WATCHGRID_DATA_DIR")
+                .unwrap_or_else(|| default_data_dir.to_owned()),
+        );
+
+        let default_db = format!("sqlite://{}", data_dir.join("watchgrid.db").display());
+        let raw_db = r.get("DATABASE_URL").unwrap_or(default_db);
+        let database = match DatabaseUrl::parse(&raw_db) {
+            Ok(url) => Some(url),
+            Err(err) => {
+                r.problem("DATABASE_URL", err.to_string());
+                None
+            }
+        };
+        let database_display = redact_url(&raw_db);
+
+        let db_max_connections = r.parse("WATCHGRID_DB_MAX_CONNECTIONS", 10, |v| {
+            match v.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err("must be a whole number from 1 to 1000".into()),
+            }
+        });
+
+        let listen = r.parse(
+            "WATCHGRID_LISTEN",
+            SocketAddr::from(([0, 0, 0, 0], 8080)),
+            |v| {
+                SocketAddr::from_str(v).map_err(|_| {
+                    "must be an address and port such as 0.0.0.0:8080 or [::]:8080".into()
+                })
+            },
+        );
+
+        let frontend_host = match r.get("FRONTEND_HOST") {
+            Some(host) => {
+                if let Err(reason) = check_host(&host) {
+                    r.problem("FRONTEND_HOST", format!("{reason} (got {host:?})"));
+                }
+                host
+            }
+            None => "localhost".to_owned(),
+        };
+
+        let jwt_secret = r.get("JWT_SECRET");
+        if let Some(secret) = &jwt_secret {
+            if secret.chars().count() < JWT_SECRET_MIN_LEN {
+                r.problem(
+                    "JWT_SECRET",
+                    format!(
+                        "must be at least {JWT_SECRET_MIN_LEN} characters (it has {}); \
+                         generate one with `openssl rand -hex 32`",
+                        secret.chars().count()
+                    ),
+                );
+            }
+        }
+        let admin_password = r.get("ADMIN_PASSWORD");
+
+        let admin_username = r.parse("ADMIN_USERNAME", "admin".to_owned(), |v| {
+            if v.len() <= 64
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+            {
+                Ok(v.to_owned())
+            } else {
+                Err(
+                    "must be at most 64 characters of letters, digits, `.`, `_`, `-` and `@`"
+                        .into(),
+                )
+            }
+        });
+
+        let log_format = r.parse("WATCHGRID_LOG_FORMAT", LogFormat::Text, |v| match v {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err("must be `text` or `json`".into()),
+        });
+        let log_level = r.parse("WATCHGRID_LOG_LEVEL", "info".to_owned(), |v| {
+            tracing_subscriber::EnvFilter::try_new(v)
+                .map(|_| v.to_owned())
+                .map_err(|e| format!("is not a valid log filter: {e}"))
+        });
+
+        if !r.problems.is_empty() {
+            return Err(ConfigError {
+                problems: r.problems,
+            });
+        }
+        let Some(database) = database else {
+            unreachable!("a DATABASE_URL parse failure is recorded as a problem")
+        };
+
+        let mut config = Config {
+            mode,
+            data_dir,
+            database,
+            database_display,
+            db_max_connections,
+            listen,
+            frontend_host,
+            jwt_secret: jwt_secret.map(Secret::new),
+            admin_username,
+            admin_password: admin_password.map(Secret::new),
+            log_format,
+            log_level,
+            warnings: Vec::new(),
+        };
+
+        if mode == Mode::Development {
+            config
+                .fill_development_secrets(secrets, &mut warnings)
+                .map_err(|message| ConfigError {
+                    problems: vec![Problem {
+                        variable: "WATCHGRID_DATA_DIR",
+                        message,
+                    }],
+                })?;
+        }
+        config.warnings = warnings;
+        Ok(config)
+    }
+
+    /// In development, secrets that are not set are generated once into the data directory
+    /// (mode 0600) and reused on later starts.
+    fn fill_development_secrets(
+        &mut self,
+        secrets: SecretGeneration,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let missing: Vec<(&str, &str)> = [
+            ("JWT_SECRET", JWT_SECRET_FILE, self.jwt_secret.is_none()),
+            (
+                "ADMIN_PASSWORD",
+                ADMIN_PASSWORD_FILE,
+                self.admin_password.is_none(),
+            ),
+        ]
+        .into_iter()
+        .filter(|(_, _, missing)| *missing)
+        .map(|(var, file, _)| (var, file))
+        .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        if secrets == SecretGeneration::Generate {
+            ensure_private_dir(&self.data_dir)?;
+        }
+        for (variable, file) in missing {
+            let path = self.data_dir.join(file);
+            let value = match read_secret_file(&path)? {
+                Some(value) => value,
+                None if secrets == SecretGeneration::ReadOnly => {
+                    warnings.push(format!(
+                        "{variable} is not set; development mode will generate it into {} on first start",
+                        path.display()
+                    ));
+                    continue;
+                }
+                None => {
+                    let value = match variable {
+                        "JWT_SECRET" => generate_jwt_secret(),
+                        _ => generate_password(),
+                    };
+                    write_secret_file(&path, &value)?;
+                    warnings.push(format!(
+                        "{variable} is not set: generated one into {} (mode 0600, development mode only)",
+                        path.display()
+                    ));
+                    value
+                }
+            };
+            match variable {
+                "JWT_SECRET" => self.jwt_secret = Some(Secret::new(value)),
+                _ => self.admin_password = Some(Secret::new(value)),
+            }
+        }
+        Ok(())
+    }
+
+    /// `JWT_SECRET`, present after a successful [`Config::load`] with secret generation.
+    pub fn jwt_secret(&self) -> Option<&Secret> {
+        self.jwt_secret.as_ref()
+    }
+}
+
+/// Values that were obviously never filled in: `changeme`, `<your-secret>`, `TODO`, ...
+pub fn is_placeholder(value: &str) -> bool {
+    let lower = value.trim().to_ascii_lowercase();
+    let squashed: String = lower
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    const EXACT: &[&str] = &[
+        "changeme",
+        "change",
+        "placeholder",
+        "example",
+        "todo",
+        "tbd",
+        "fixme",
+        "secret",
+        "password",
+        "xxx",
+        "xxxx",
+        "xxxxxxxx",
+        "replaceme",
+        "default",
+        "none",
+        "null",
+        "yoursecret",
+        "yourpassword",
+        "examplecom",
+    ];
+    const CONTAINS: &[&str] = &[
+        "changeme",
+        "replaceme",
+        "placeholder",
+        "yoursecret",
+        "fillmein",
+    ];
+    (lower.starts_with('<') && lower.ends_with('>'))
+        || (lower.starts_with("${") && lower.ends_with('}'))
+        || EXACT.contains(&squashed.as_str())
+        || CONTAINS.iter().any(|needle| squashed.contains(needle))
+}
+
+/// `FRONTEND_HOST` is a bare host name or address, optionally with a port: no scheme, no path.
+fn check_host(host: &str) -> Result<(), String> {
+    if host.contains("://") {
+        return Err("must be a host name without a scheme, e.g. watchgrid.example.com".into());
+    }
+    if host.contains('/') {
+        return Err("must be a host name without a path".into());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, _)) if !name.ends_with(']') && name.contains(':') => host, // bare IPv6
+        Some((name, port)) => {
+            if port.parse::<u16>().is_err() {
+                return Err("has an invalid port".into());
+            }
+            name
+        }
+        None => host,
+    };
+    let name = name.trim_start_matches('[').trim_end_matches(']');
+    if name.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let valid_label = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    if name.len() <= 253 && name.split('.').all(valid_label) {
+        Ok(())
+    } else {
+        Err("is not a valid host name".into())
+    }
+}
+
+/// Replace the password in a URL's user-info with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let authority_end = url[scheme_end..]
+        .find(['/', '?'])
+        .map_or(url.len(), |i| scheme_end + i);
+    let authority = &url[scheme_end..authority_end];
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!(
+                "{}{masked}@{host}{}",
+                &url[..scheme_end],
+                &url[authority_end..]
+            )
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn ensure_private_dir(dir: &Path) -> Result<(), String> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create data directory {}: {e}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("cannot restrict data directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+fn read_secret_file(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("cannot restrict {} to 0600: {e}", path.display()))?;
+            }
+            let value = text.trim().to_owned();
+            if value.is_empty() {
+                Err(format!(
+                    "{} is empty; delete it to have a new secret generated",
+                    path.display()
+                ))
+            } else {
+                Ok(Some(value))
+            }
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(err) => Err(format!("cannot read {}: {err}", path.display())),
+    }
+}
+
+fn write_secret_file(path: &Path, value: &str) -> Result<(), String> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    file.write_all(format!("{value}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+fn generate_jwt_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::Rng::fill(&mut rand::rngs::OsRng, &mut bytes);
+    hex::encode(bytes)
+}
+
+/// A random password that satisfies the password policy (upper, lower, digit, special).
+fn generate_password() -> String {
+    let random = Alphanumeric.sample_string(&mut rand::rngs::OsRng, 20);
+    format!("{random}-Wg7")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,154 @@
+//! [`ApiError`], the one error type of every HTTP handler, and its explicit status mapping.
+//!
+//! Handlers return `Result<_, ApiError>`. Domain errors convert into it with `From`; the
+//! conversion decides the status, never the handler. Which variant to use:
+//!
+//! | variant | status | `code` |
+//! |---|---|---|
+//! | `Validation` | 422 | `validation_failed` (with per-field reasons) |
+//! | `BadRequest` | 400 | `bad_request` |
+//! | `Unauthorized` | 401 | `unauthorized` |
+//! | `Forbidden` | 403 | `forbidden` |
+//! | `NotFound` | 404 | `not_found` (also for another tenant's resources) |
+//! | `Conflict` | 409 | `conflict` |
+//! | `RateLimited` | 429 | `rate_limited`, with `Retry-After` |
+//! | `Unavailable` | 503 | `unavailable` |
+//! | `Internal` | 500 | `internal`; the detail is logged with the request id, never sent |
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use watchgrid_store::StoreError;
+use watchgrid_wire::{ErrorBody, ErrorDetail, FieldError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication is required")]
+    Unauthorized,
+    #[error("you are not allowed to do this")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("too many requests; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("{0}")]
+    Unavailable(String),
+    /// Internal detail, logged and never returned.
+    #[error("internal server error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// One invalid field.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError::new(field, reason)])
+    }
+}
+
+/// The stable `code` for a status, shared with responses that did not come from an
+/// [`ApiError`] (extractor rejections, unknown routes, body limits).
+pub fn code_for_status(status: StatusCode) -> String {
+    match status.as_u16() {
+        400 => "bad_request".into(),
+        401 => "unauthorized".into(),
+        403 => "forbidden".into(),
+        404 => "not_found".into(),
+        405 => "method_not_allowed".into(),
+        408 => "request_timeout".into(),
+        409 => "conflict".into(),
+        413 => "payload_too_large".into(),
+        415 => "unsupported_media_type".into(),
+        422 => "validation_failed".into(),
+        429 => "rate_limited".into(),
+        500 => "internal".into(),
+        503 => "unavailable".into(),
+        other => format!("http_{other}"),
+    }
+}
+
+/// The envelope an [`ApiError`] produced, carried in the response's extensions so the
+/// request middleware can add the request id before it is serialised.
+#[derive(Debug, Clone)]
+pub struct PendingEnvelope(pub ErrorBody);
+
+/// Detail of a 5xx error, for the log line only.
+#[derive(Debug, Clone)]
+pub struct InternalDetail(pub String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            _ => None,
+        };
+        let (message, fields, detail) = match self {
+            ApiError::Validation(fields) => ("the request is invalid".to_owned(), fields, None),
+            ApiError::Internal(detail) => {
+                ("internal server error".to_owned(), vec![], Some(detail))
+            }
+            ApiError::Unavailable(detail) => (detail.clone(), vec![], Some(detail)),
+            other => (other.to_string(), vec![], None),
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: code_for_status(status),
+                message,
+                request_id: None,
+                fields,
+            },
+        };
+        let mut response = (status, axum::Json(&body)).into_response();
+        response.extensions_mut().insert(PendingEnvelope(body));
+        if let Some(detail) = detail {
+            response.extensions_mut().insert(InternalDetail(detail));
+        }
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// What handlers return.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::NotFound => ApiError::NotFound,
+            // Constraint names are internal; the handler knows better words and should map
+            // conflicts itself where it expects them.
+            StoreError::Conflict(detail) => {
+                tracing::debug!(%detail, "store conflict");
+                ApiError::Conflict("the resource conflicts with an existing one".into())
+            }
+            StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "database unavailable");
+                ApiError::Unavailable("the database is unavailable; try again shortly".into())
+            }
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The start-up sequence of `watchgrid-server serve`, migrations in the background, and
+//! graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use watchgrid_store::Migrator;
+use watchgrid_store::{Database, StoreError};
+
+use crate::config::Config;
+use crate::health::{MigrationState, MigrationStatus};
+use crate::state::AppState;
+
+/// How long in-flight requests may run on after SIGTERM before the server exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Start everything and serve until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    tracing::info!(
+        version = crate::VERSION,
+        commit = crate::BUILD_COMMIT,
+        mode = ?config.mode,
+        listen = %config.listen,
+        database = %config.database_display,
+        data_dir = %config.data_dir.display(),
+        "watchgrid-server starting"
+    );
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
+    let db = Database::connect(&config.database, config.db_max_connections)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_display))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("listening on {} (WATCHGRID_LISTEN)", config.listen))?;
+    let state = AppState::new(config, db.clone());
+    tokio::spawn(migrate_until_done(
+        db.clone(),
+        state.migrations.clone(),
+        db.migrator(),
+    ));
+    run_http(listener, state, shutdown_signal()).await?;
+    db.close().await;
+    tracing::info!("watchgrid-server stopped");
+    Ok(())
+}
+
+/// Serve HTTP until `shutdown` resolves, then let in-flight requests finish (up to
+/// [`SHUTDOWN_GRACE`]).
+pub async fn run_http(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, "HTTP listening");
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = crate::http::router(state);
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = stop_tx.send(true);
+    });
+    let mut stop_rx = stop_rx;
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        result = server => result.context("HTTP server failed"),
+        () = deadline => {
+            tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "in-flight requests did not finish in time; exiting");
+            Ok(())
+        }
+    }
+}
+
+/// Apply migrations, retrying while the database is unreachable. Logs exactly
+/// `All migrations completed` on success; a failing migration leaves the server not ready.
+pub async fn migrate_until_done(db: Database, state: MigrationState, migrator: &'static Migrator) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        state.set(MigrationStatus::Pending);
+        match db.migrate_with(migrator).await {
+            Ok(report) => {
+                for version in &report.applied {
+                    tracing::info!(version, "applied migration");
+                }
+                if !report.unknown.is_empty() {
+                    tracing::warn!(
+                        versions = ?report.unknown,
+                        "the database has migrations this release does not know: it was migrated \
+                         by a newer release; restore the pre-upgrade dump to roll back safely"
+                    );
+                }
+                tracing::info!(applied = report.applied.len(), "All migrations completed");
+                state.set(MigrationStatus::Ok);
+                return;
+            }
+            Err(StoreError::Unavailable(reason)) => {
+                tracing::warn!(%reason, retry_in_seconds = delay.as_secs(), "database unavailable; migrations will be retried");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "migration failed: the schema is unchanged and the server is not ready");
+                state.set(MigrationStatus::Failed(err.to_string()));
+                return;
+            }
+        }
+    }
+}
+
+/// `watchgrid-server migrate`: apply migrations and exit.
+pub async fn migrate_once(config: &Config) -> anyhow::Result<()> {
+    let db = Database::connect(&config.database, 2)
+        .await
+        .with_context(|| format!("opening the database {}", config.database_display))?;
+    let report = db.migrate().await.context("migrating")?;
+    for version in &report.applied {
+        tracing::info!(version, "applied migration");
+    }
+    tracing::info!(applied = report.applied.len(), "All migrations completed");
+    db.close().await;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("received SIGINT"),
+        () = terminate => tracing::info!("received SIGTERM"),
+    }
+}

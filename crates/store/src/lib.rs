@@ -1,0 +1,24 @@
+//! Watchgrid's storage: one repository layer that runs on SQLite (the embedded default) and
+//! PostgreSQL (production), plus the embedded, forward-only migrations for both.
+//!
+//! Architecture invariant: this crate knows SQL and nothing of HTTP. Callers get typed values and
+//! [`StoreError`], never `sqlx` types, except the pool statistics the server exports as metrics.
+//!
+//! One body of query code serves both backends: `with_pool!` expands a block once per backend,
+//! so each query is written once and compiled against each driver. Where the dialects must differ
+//! the difference is a local `match` on [`Backend`]. Timestamps are always bound from Rust (never
+//! `now()` in SQL), so SQLite's text timestamps stay in one format and compare correctly.
+
+#![forbid(unsafe_code)]
+
+#[macro_use]
+mod database;
+mod error;
+mod instance;
+pub mod migrations;
+
+pub use database::{Backend, Database, DatabaseUrl, PoolStats};
+pub use error::StoreError;
+pub use migrations::MigrationReport;
+/// The migration set type, for callers that run their own (tests exercising failures).
+pub use sqlx::migrate::Migrator;

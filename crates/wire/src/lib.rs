@@ -1,0 +1,14 @@
+//! Wire types shared by the Watchgrid server, agent and CLI: the JSON bodies that cross the network.
+//!
+//! Architecture invariant: this crate depends on serde only. It knows nothing of HTTP frameworks,
+//! SQL or tokio, so the agent and the CLI can use it without pulling in the server.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod health;
+pub mod version;
+
+pub use error::{ErrorBody, ErrorDetail, FieldError};
+pub use health::{CheckValue, HealthReport, HealthStatus};
+pub use version::VersionInfo;
