@@ -14,7 +14,6 @@ use crate::StoreError;
 ///
 /// The block is compiled once per backend with `$pool` bound to that backend's pool, so a query
 /// is written once and each driver binds its parameters natively (`$1` placeholders work on both).
-
 macro_rules! with_pool {
     ($db:expr, $pool:ident => $body:expr) => {
         match $db {
@@ -40,8 +39,8 @@ impl Backend {
     }
 }
 
-/// A validated `DATABASE_URL`.
-#[derive(Debug, Clone)]
+/// A validated `DATABASE_URL`. Its `Debug` output never contains the password.
+#[derive(Clone)]
 pub enum DatabaseUrl {
     Sqlite(SqliteConnectOptions),
     Postgres(PgConnectOptions),
@@ -94,6 +93,25 @@ impl DatabaseUrl {
         match self {
             DatabaseUrl::Sqlite(_) => Backend::Sqlite,
             DatabaseUrl::Postgres(_) => Backend::Postgres,
+        }
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DatabaseUrl::Sqlite(options) => f
+                .debug_struct("Sqlite")
+                .field("file", &options.get_filename())
+                .finish(),
+            DatabaseUrl::Postgres(options) => f
+                .debug_struct("Postgres")
+                .field("host", &options.get_host())
+                .field("port", &options.get_port())
+                .field("database", &options.get_database())
+                .field("username", &options.get_username())
+                .field("ssl_mode", &options.get_ssl_mode())
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -268,6 +286,14 @@ mod tests {
             matches!(&missing_ca, Err(StoreError::InvalidUrl(m)) if m.contains("/nonexistent/ca.crt")),
             "{missing_ca:?}"
         );
+    }
+
+    #[test]
+    fn debug_output_has_no_password() {
+        let url = DatabaseUrl::parse("postgres://bob:hunter2@db:5433/wg?sslmode=require").unwrap();
+        let debug = format!("{url:?}");
+        assert!(!debug.contains("hunter2"), "{debug}");
+        assert!(debug.contains("db") && debug.contains("5433"), "{debug}");
     }
 
     #[test]

@@ -16,9 +16,11 @@ mod database;
 mod error;
 mod instance;
 pub mod migrations;
+#[cfg(any(test, feature = "test-util"))]
+mod test_util;
 
 pub use database::{Backend, Database, DatabaseUrl, PoolStats};
 pub use error::StoreError;
-pub use migrations::MigrationReport;
+pub use migrations::{MigrationReport, MIGRATION_LOCK_KEY};
 /// The migration set type, for callers that run their own (tests exercising failures).
 pub use sqlx::migrate::Migrator;

@@ -10,6 +10,10 @@ use sqlx::migrate::Migrator;
 
 use crate::{Backend, Database, StoreError};
 
+/// The PostgreSQL advisory lock a migration run holds (`pg_advisory_lock(8606719496047915620)`,
+/// the bytes of "watchgrd"). Replicas wait on it; an operator can see it in `pg_locks`.
+pub const MIGRATION_LOCK_KEY: i64 = 0x7761_7463_6867_7264;
+
 /// Migrations for PostgreSQL (`migrations/postgres`).
 pub static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// Migrations for SQLite (`migrations/sqlite`); same versions and names as PostgreSQL's.
@@ -41,7 +45,26 @@ impl Database {
     }
 
     /// Apply `migrator`'s pending migrations (tests pass their own to exercise failures).
+    ///
+    /// On PostgreSQL the whole run, including the before/after bookkeeping, holds the advisory
+    /// lock [`MIGRATION_LOCK_KEY`], so the report says exactly what *this* run applied.
     pub async fn migrate_with(&self, migrator: &Migrator) -> Result<MigrationReport, StoreError> {
+        let Database::Postgres(pool) = self else {
+            return self.migrate_locked(migrator).await;
+        };
+        let mut lock = pool.acquire().await?.detach();
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(MIGRATION_LOCK_KEY)
+            .execute(&mut lock)
+            .await?;
+        let result = self.migrate_locked(migrator).await;
+        // Closing the session releases the lock even if an explicit unlock would fail, and
+        // the connection never returns to the pool still holding it.
+        let _ = sqlx::Connection::close(lock).await;
+        result
+    }
+
+    async fn migrate_locked(&self, migrator: &Migrator) -> Result<MigrationReport, StoreError> {
         let before = self.applied_versions().await?;
         let mut migrator = Migrator {
             migrations: migrator.migrations.clone(),

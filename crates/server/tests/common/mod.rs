@@ -1,0 +1,219 @@
+//! Fixtures for the server's integration tests: an in-process app on a fresh database, and the
+//! real `watchgrid-server` binary as a child process with its log captured.
+
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the fixtures"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::Router;
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+use watchgrid_server::config::{Config, MapSource, SecretGeneration};
+use watchgrid_server::serve::migrate_until_done;
+use watchgrid_server::state::AppState;
+use watchgrid_store::Database;
+use watchgrid_testkit::{TestBackend, TestDatabase};
+
+/// A migrated, in-process application on its own database.
+pub struct TestApp {
+    pub router: Router,
+    pub state: AppState,
+    pub db: TestDatabase,
+}
+
+impl TestApp {
+    pub async fn new(backend: TestBackend) -> Self {
+        let db = TestDatabase::new(backend).await;
+        let state = state_for(&db, &[]).await;
+        migrate_until_done(
+            state.db.clone(),
+            state.migrations.clone(),
+            state.db.migrator(),
+        )
+        .await;
+        Self {
+            router: watchgrid_server::http::router(state.clone()),
+            state,
+            db,
+        }
+    }
+
+    pub async fn get(&self, uri: &str) -> Reply {
+        self.send(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    pub async fn send(&self, request: Request<Body>) -> Reply {
+        send(&self.router, request).await
+    }
+}
+
+/// Application state on `db` with extra configuration `pairs` (not migrated).
+pub async fn state_for(db: &TestDatabase, pairs: &[(&str, &str)]) -> AppState {
+    let data_dir = db.scratch().join("data");
+    let mut all = vec![
+        ("DATABASE_URL", db.url.as_str()),
+        ("WATCHGRID_DATA_DIR", data_dir.to_str().unwrap()),
+    ];
+    all.extend_from_slice(pairs);
+    let config = Config::load(&MapSource::new(all), SecretGeneration::Generate).expect("config");
+    let database = Database::connect(&config.database, 5)
+        .await
+        .expect("connect");
+    AppState::new(Arc::new(config), database)
+}
+
+/// A response, its body read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", self.body))
+    }
+}
+
+pub async fn send(router: &Router, request: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    }
+}
+
+/// The real `watchgrid-server` binary, killed when dropped.
+pub struct ServerProcess {
+    child: Option<tokio::process::Child>,
+    pub base: String,
+    pub log_path: PathBuf,
+    pub client: reqwest::Client,
+}
+
+pub fn server_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_watchgrid-server")
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ServerProcess {
+    /// Start `watchgrid-server serve` in `dir` with a clean environment plus `envs`; listens on
+    /// a free loopback port. Does not wait for readiness.
+    pub fn spawn(dir: &Path, envs: &[(&str, &str)]) -> Self {
+        let port = free_port();
+        let listen = format!("127.0.0.1:{port}");
+        let log_path = dir.join(format!("server-{port}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
+        let mut command = tokio::process::Command::new(server_binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WATCHGRID_LISTEN", &listen)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .kill_on_drop(true);
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn watchgrid-server");
+        Self {
+            child: Some(child),
+            base: format!("http://{listen}"),
+            log_path,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GET a path; `None` while the server does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let response = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .ok()?;
+        let status = response.status().as_u16();
+        Some((status, response.text().await.ok()?))
+    }
+
+    /// Poll `path` until `accept(status, body)` holds, or panic with the server log after
+    /// `timeout`.
+    pub async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        accept: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some((status, body)) = self.get(path).await {
+                let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+                if accept(status, &json) {
+                    return json;
+                }
+                last = Some((status, body));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!(
+            "{path} did not reach the expected state in {timeout:?}; last answer {last:?}\n--- server log ---\n{}",
+            self.logs()
+        );
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().expect("pid").to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        tokio::time::timeout(Duration::from_secs(40), child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap()
+    }
+
+    /// Wait for the process to exit by itself.
+    pub async fn exit_status(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        tokio::time::timeout(timeout, child.wait())
+            .await
+            .expect("process exits")
+            .unwrap()
+    }
+}
