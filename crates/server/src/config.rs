@@ -136,6 +136,11 @@ pub struct Config {
     pub admin_password: Option<Secret>,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub rate_limits: crate::ratelimit::Capacities,
+    /// Audit rows older than this many days are deleted.
+    pub audit_retention_days: u32,
     /// Things worth telling the operator once logging is up (generated secrets, defaults).
     pub warnings: Vec<String>,
 }
@@ -345,6 +350,42 @@ impl Config {
                 .map_err(|e| format!("is not a valid log filter: {e}"))
         });
 
+        let trusted_proxies = r.parse("WATCHGRID_TRUSTED_PROXIES", Vec::new(), |v| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(|part| {
+                    part.parse::<ipnet::IpNet>()
+                        .or_else(|_| part.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                        .map_err(|_| {
+                            format!("{part:?} is not a CIDR such as 10.0.0.0/8 or an address")
+                        })
+                })
+                .collect()
+        });
+        let capacity = |r: &mut Reader<'_>, name: &'static str, default: u32| {
+            let default = std::num::NonZeroU32::new(default).unwrap_or(std::num::NonZeroU32::MIN);
+            r.parse(name, default, |v| {
+                v.parse::<std::num::NonZeroU32>()
+                    .ok()
+                    .filter(|n| n.get() <= 1_000_000)
+                    .ok_or_else(|| {
+                        "must be a whole number from 1 to 1000000 (requests per minute)".to_owned()
+                    })
+            })
+        };
+        let rate_limits = crate::ratelimit::Capacities {
+            login: capacity(&mut r, "WATCHGRID_RATELIMIT_LOGIN_CAPACITY", 10),
+            registration: capacity(&mut r, "WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", 60),
+            unauthenticated: capacity(&mut r, "WATCHGRID_RATELIMIT_UNAUTHENTICATED_CAPACITY", 600),
+        };
+        let audit_retention_days = r.parse("WATCHGRID_AUDIT_RETENTION_DAYS", 365, |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|d| (1..=36_500).contains(d))
+                .ok_or_else(|| "must be a whole number of days from 1 to 36500".to_owned())
+        });
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -367,6 +408,9 @@ impl Config {
             admin_password: admin_password.map(Secret::new),
             log_format,
             log_level,
+            trusted_proxies,
+            rate_limits,
+            audit_retention_days,
             warnings: Vec::new(),
         };
 

@@ -6,10 +6,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
+pub mod auth;
+pub mod bootstrap;
 pub mod config;
 pub mod health;
 pub mod http;
 pub mod metrics;
+pub mod ratelimit;
 pub mod serve;
 pub mod state;
 pub mod telemetry;

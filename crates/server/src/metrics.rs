@@ -21,6 +21,46 @@ pub struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimiterLabels {
+    pub limiter: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: &'static str,
+}
+
+/// Why a login failed: a small fixed set, so the label stays bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    UnknownUser,
+    BadPassword,
+    Disabled,
+    RateLimited,
+    InvalidRequest,
+}
+
+impl LoginFailure {
+    pub const ALL: [LoginFailure; 5] = [
+        LoginFailure::UnknownUser,
+        LoginFailure::BadPassword,
+        LoginFailure::Disabled,
+        LoginFailure::RateLimited,
+        LoginFailure::InvalidRequest,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            LoginFailure::UnknownUser => "unknown_user",
+            LoginFailure::BadPassword => "bad_password",
+            LoginFailure::Disabled => "disabled",
+            LoginFailure::RateLimited => "rate_limited",
+            LoginFailure::InvalidRequest => "invalid_request",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
     pub method: String,
@@ -34,6 +74,8 @@ pub struct Metrics {
     pub http_duration: Family<RouteLabels, Histogram>,
     db_open: Gauge<i64, AtomicI64>,
     db_in_use: Gauge<i64, AtomicI64>,
+    rate_limit_rejections: Family<LimiterLabels, Counter>,
+    login_failures: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -72,13 +114,54 @@ impl Metrics {
             "Pooled database connections currently checked out",
             db_in_use.clone(),
         );
+        let rate_limit_rejections = Family::<LimiterLabels, Counter>::default();
+        registry.register(
+            "watchgrid_rate_limit_rejections",
+            "Requests refused by a rate limiter, by limiter",
+            rate_limit_rejections.clone(),
+        );
+        let login_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "watchgrid_login_failures",
+            "Failed login attempts, by reason",
+            login_failures.clone(),
+        );
+        // Every label value exists from the start, at 0, so rate() and alerts work at once.
+        for limiter in crate::ratelimit::Limiter::ALL {
+            let _ = rate_limit_rejections.get_or_create(&LimiterLabels {
+                limiter: limiter.label(),
+            });
+        }
+        for reason in LoginFailure::ALL {
+            let _ = login_failures.get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            });
+        }
         Self {
             registry,
             http_requests,
             http_duration,
             db_open,
             db_in_use,
+            rate_limit_rejections,
+            login_failures,
         }
+    }
+
+    pub fn rate_limit_rejected(&self, limiter: crate::ratelimit::Limiter) {
+        self.rate_limit_rejections
+            .get_or_create(&LimiterLabels {
+                limiter: limiter.label(),
+            })
+            .inc();
+    }
+
+    pub fn login_failed(&self, reason: LoginFailure) {
+        self.login_failures
+            .get_or_create(&ReasonLabels {
+                reason: reason.label(),
+            })
+            .inc();
     }
 
     /// Render the text exposition, sampling the pool gauges first.

@@ -38,12 +38,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("listening on {} (WATCHGRID_LISTEN)", config.listen))?;
-    let state = AppState::new(config, db.clone());
-    tokio::spawn(migrate_until_done(
-        db.clone(),
-        state.migrations.clone(),
-        db.migrator(),
-    ));
+    let state = AppState::new(config, db.clone())?;
+    let background = state.clone();
+    tokio::spawn(async move {
+        if prepare_database(&background, background.db.migrator()).await {
+            tokio::spawn(crate::audit::run_sweeper(
+                background.db.clone(),
+                background.config.audit_retention_days,
+            ));
+        }
+    });
+    let limits = state.limits.clone();
+    tokio::spawn(async move {
+        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            every_minute.tick().await;
+            limits.forget_idle();
+        }
+    });
     run_http(listener, state, shutdown_signal()).await?;
     db.close().await;
     tracing::info!("watchgrid-server stopped");
@@ -60,7 +72,8 @@ pub async fn run_http(
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "HTTP listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app = crate::http::router(state);
+    let app =
+        crate::http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
@@ -80,9 +93,34 @@ pub async fn run_http(
     }
 }
 
+/// Migrate, then create the bootstrap administrator, then mark the server ready. Returns
+/// whether it got there.
+pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> bool {
+    if !migrate_until_done(state.db.clone(), state.migrations.clone(), migrator).await {
+        return false;
+    }
+    let mut delay = Duration::from_secs(1);
+    while let Err(err) = crate::bootstrap::ensure_admin(state).await {
+        tracing::warn!(
+            error = format!("{err:#}"),
+            retry_in_seconds = delay.as_secs(),
+            "creating the bootstrap administrator failed; retrying"
+        );
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+    state.migrations.set(MigrationStatus::Ok);
+    true
+}
+
 /// Apply migrations, retrying while the database is unreachable. Logs exactly
-/// `All migrations completed` on success; a failing migration leaves the server not ready.
-pub async fn migrate_until_done(db: Database, state: MigrationState, migrator: &'static Migrator) {
+/// `All migrations completed` on success; a failing migration leaves the server not ready
+/// (state `Failed`). Returns whether migrations completed; the caller marks readiness.
+pub async fn migrate_until_done(
+    db: Database,
+    state: MigrationState,
+    migrator: &'static Migrator,
+) -> bool {
     let mut delay = Duration::from_secs(1);
     loop {
         state.set(MigrationStatus::Pending);
@@ -99,8 +137,7 @@ pub async fn migrate_until_done(db: Database, state: MigrationState, migrator: &
                     );
                 }
                 tracing::info!(applied = report.applied.len(), "All migrations completed");
-                state.set(MigrationStatus::Ok);
-                return;
+                return true;
             }
             Err(StoreError::Unavailable(reason)) => {
                 tracing::warn!(%reason, retry_in_seconds = delay.as_secs(), "database unavailable; migrations will be retried");
@@ -110,7 +147,7 @@ pub async fn migrate_until_done(db: Database, state: MigrationState, migrator: &
             Err(err) => {
                 tracing::error!(error = %err, "migration failed: the schema is unchanged and the server is not ready");
                 state.set(MigrationStatus::Failed(err.to_string()));
-                return;
+                return false;
             }
         }
     }

@@ -151,10 +151,10 @@ async fn failed_migration_keeps_server_not_ready(backend: TestBackend) {
     std::fs::write(dir.join("0001_broken.sql"), "SELECT * FROM no_such_table;").unwrap();
     let broken: &'static Migrator =
         Box::leak(Box::new(Migrator::new(dir.as_path()).await.unwrap()));
-    migrate_until_done(state.db.clone(), state.migrations.clone(), broken).await;
+    assert!(!migrate_until_done(state.db.clone(), state.migrations.clone(), broken).await);
     assert!(matches!(state.migrations.get(), MigrationStatus::Failed(_)));
 
-    let router = watchgrid_server::http::router(state);
+    let router = common::app_router(state);
     let ready = send(
         &router,
         Request::get("/readyz").body(Body::empty()).unwrap(),

@@ -13,14 +13,21 @@
 
 #[macro_use]
 mod database;
+#[macro_use]
+pub mod tx;
+pub mod audit;
 mod error;
 mod instance;
 pub mod migrations;
+pub mod sessions;
+pub mod tenants;
 #[cfg(any(test, feature = "test-util"))]
 mod test_util;
+pub mod users;
 
 pub use database::{Backend, Database, DatabaseUrl, PoolStats};
 pub use error::StoreError;
 pub use migrations::{MigrationReport, MIGRATION_LOCK_KEY};
 /// The migration set type, for callers that run their own (tests exercising failures).
 pub use sqlx::migrate::Migrator;
+pub use tx::{Conn, Tx};

@@ -5,10 +5,18 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod version;
 
+pub use audit::AuditEntry;
 pub use error::{ErrorBody, ErrorDetail, FieldError};
 pub use health::{CheckValue, HealthReport, HealthStatus};
+pub use identity::{
+    ApiToken, ChangePassword, CreateApiToken, CreateTenant, CreateUser, CreatedApiToken,
+    LoginRequest, LoginResponse, Page, RefreshRequest, Role, Tenant, UpdateTenant, UpdateUser,
+    User, Whoami,
+};
 pub use version::VersionInfo;

@@ -7,10 +7,12 @@
 //! |---|---|---|
 //! | `Validation` | 422 | `validation_failed` (with per-field reasons) |
 //! | `BadRequest` | 400 | `bad_request` |
-//! | `Unauthorized` | 401 | `unauthorized` |
+//! | `Unauthorized`, `InvalidCredentials` | 401 | `unauthorized` |
 //! | `Forbidden` | 403 | `forbidden` |
+//! | `PasswordChangeRequired` | 403 | `password_change_required` |
 //! | `NotFound` | 404 | `not_found` (also for another tenant's resources) |
 //! | `Conflict` | 409 | `conflict` |
+//! | `UnsupportedMediaType` | 415 | `unsupported_media_type` |
 //! | `RateLimited` | 429 | `rate_limited`, with `Retry-After` |
 //! | `Unavailable` | 503 | `unavailable` |
 //! | `Internal` | 500 | `internal`; the detail is logged with the request id, never sent |
@@ -28,12 +30,19 @@ pub enum ApiError {
     BadRequest(String),
     #[error("authentication is required")]
     Unauthorized,
+    /// A failed login: the same answer whether the user exists or not.
+    #[error("invalid credentials")]
+    InvalidCredentials,
     #[error("you are not allowed to do this")]
     Forbidden,
+    #[error("you must change your password first (POST /api/auth/password)")]
+    PasswordChangeRequired,
     #[error("not found")]
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("the body must be JSON (content-type: application/json)")]
+    UnsupportedMediaType,
     #[error("too many requests; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     #[error("{0}")]
@@ -48,13 +57,31 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The envelope's `code`.
+    pub fn code(&self) -> String {
+        match self {
+            ApiError::PasswordChangeRequired => "password_change_required".into(),
+            other => code_for_status(other.status()),
+        }
+    }
+
+    /// The message a client sees (never internal detail).
+    pub fn public_message(&self) -> String {
+        match self {
+            ApiError::Validation(_) => "the request is invalid".to_owned(),
+            ApiError::Internal(_) => "internal server error".to_owned(),
+            other => other.to_string(),
         }
     }
 
@@ -101,17 +128,16 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
             _ => None,
         };
-        let (message, fields, detail) = match self {
-            ApiError::Validation(fields) => ("the request is invalid".to_owned(), fields, None),
-            ApiError::Internal(detail) => {
-                ("internal server error".to_owned(), vec![], Some(detail))
-            }
-            ApiError::Unavailable(detail) => (detail.clone(), vec![], Some(detail)),
-            other => (other.to_string(), vec![], None),
+        let code = self.code();
+        let message = self.public_message();
+        let (fields, detail) = match self {
+            ApiError::Validation(fields) => (fields, None),
+            ApiError::Internal(detail) | ApiError::Unavailable(detail) => (vec![], Some(detail)),
+            _ => (vec![], None),
         };
         let body = ErrorBody {
             error: ErrorDetail {
-                code: code_for_status(status),
+                code,
                 message,
                 request_id: None,
                 fields,

@@ -1,9 +1,10 @@
 //! The middleware every request passes: request id, tracing span, metrics, and the guarantee
 //! that every 4xx/5xx response carries the JSON error envelope.
 
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -11,6 +12,7 @@ use tracing::Instrument;
 use watchgrid_wire::{ErrorBody, ErrorDetail};
 
 use super::error::{code_for_status, InternalDetail, PendingEnvelope};
+use crate::auth::ClientAddr;
 use crate::metrics::{HttpLabels, RouteLabels};
 use crate::state::AppState;
 
@@ -39,6 +41,8 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
     request
         .extensions_mut()
         .insert(RequestId(request_id.clone()));
+    let client = client_addr(&request, &state.config.trusted_proxies);
+    request.extensions_mut().insert(ClientAddr(client));
     let method = request.method().as_str().to_owned();
     let route = request
         .extensions()
@@ -82,6 +86,31 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         );
     });
     response
+}
+
+/// The TCP peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` hop that
+/// is not itself a trusted proxy (hops further left are client-controlled and not believed).
+fn client_addr(request: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = request
+        .headers()
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
 }
 
 /// Give an error response the envelope: fill in the request id of one an `ApiError` made, or

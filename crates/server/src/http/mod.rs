@@ -1,19 +1,31 @@
-//! The HTTP surface: the router, its middleware stack and the handlers.
+//! The HTTP surface: the route table, the middleware stack and the handlers.
 
+mod api_tokens;
+mod audit_log;
+pub mod convert;
 pub mod error;
+pub mod extract;
 pub mod middleware;
 mod ops;
+mod session;
+mod tenants;
+mod users;
+pub mod validate;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::get;
+use axum::http::Method;
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
+use watchgrid_wire::Role;
 
 pub use error::{ApiError, ApiResult};
 
+use crate::auth::{Access, ApiRouter, AuthLayer, RouteTable};
+use crate::ratelimit::Limiter;
 use crate::state::AppState;
 
 /// Largest request body accepted, in bytes. Larger bodies get 413 with the error envelope.
@@ -22,17 +34,145 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// A request that takes longer than this is answered with 408.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Every route and who may call it. Adding a route anywhere else leaves it without a policy,
+/// and the authorization layer refuses it.
+pub fn routes() -> ApiRouter {
+    use Method as M;
+    let public = Access::Public(Limiter::Unauthenticated);
+    ApiRouter::new()
+        // Operations
+        .route(M::GET, "/healthz", public, ops::healthz)
+        .route(M::GET, "/readyz", public, ops::readyz)
+        .route(M::GET, "/metrics", public, ops::metrics)
+        .route(M::GET, "/api/version", public, ops::version)
+        // Sessions
+        .route(
+            M::POST,
+            "/api/auth/login",
+            Access::PublicSelfLimited,
+            session::login,
+        )
+        .route(M::POST, "/api/auth/refresh", public, session::refresh)
+        .route(
+            M::POST,
+            "/api/auth/logout",
+            Access::Authenticated,
+            session::logout,
+        )
+        .route(
+            M::GET,
+            "/api/auth/whoami",
+            Access::Authenticated,
+            session::whoami,
+        )
+        .route(
+            M::POST,
+            "/api/auth/password",
+            Access::Authenticated,
+            session::change_password,
+        )
+        // Tenants (global administration)
+        .route(M::GET, "/api/tenants", Access::Superadmin, tenants::list)
+        .route(M::POST, "/api/tenants", Access::Superadmin, tenants::create)
+        .route(
+            M::GET,
+            "/api/tenants/{slug}",
+            Access::Superadmin,
+            tenants::get,
+        )
+        .route(
+            M::PATCH,
+            "/api/tenants/{slug}",
+            Access::Superadmin,
+            tenants::update,
+        )
+        .route(
+            M::DELETE,
+            "/api/tenants/{slug}",
+            Access::Superadmin,
+            tenants::delete,
+        )
+        // Users of the request's tenant
+        .route(
+            M::GET,
+            "/api/users",
+            Access::Tenant(Role::Admin),
+            users::list,
+        )
+        .route(
+            M::POST,
+            "/api/users",
+            Access::Tenant(Role::Admin),
+            users::create,
+        )
+        .route(
+            M::GET,
+            "/api/users/{id}",
+            Access::Tenant(Role::Admin),
+            users::get,
+        )
+        .route(
+            M::PATCH,
+            "/api/users/{id}",
+            Access::Tenant(Role::Admin),
+            users::update,
+        )
+        .route(
+            M::DELETE,
+            "/api/users/{id}",
+            Access::Tenant(Role::Admin),
+            users::delete,
+        )
+        // API tokens of the request's tenant
+        .route(
+            M::GET,
+            "/api/tokens",
+            Access::Tenant(Role::Admin),
+            api_tokens::list,
+        )
+        .route(
+            M::POST,
+            "/api/tokens",
+            Access::Tenant(Role::Admin),
+            api_tokens::create,
+        )
+        .route(
+            M::DELETE,
+            "/api/tokens/{id}",
+            Access::Tenant(Role::Admin),
+            api_tokens::revoke,
+        )
+        // Audit log
+        .route(
+            M::GET,
+            "/api/audit",
+            Access::Tenant(Role::Admin),
+            audit_log::list,
+        )
+}
+
+/// The route table alone, for tests that walk it.
+pub fn route_table() -> Arc<RouteTable> {
+    routes().finish().1
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/api/version", get(ops::version))
+    let (routes, table) = routes().finish();
+    let auth = AuthLayer {
+        app: state.clone(),
+        table,
+    };
+    routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Layers run bottom-up on the way in; `observe` is outermost so it sees (and wraps in
-        // the envelope) every response, including timeouts and body-limit rejections.
+        // Layers run bottom-up on the way in: `observe` is outermost so it sees (and wraps in
+        // the envelope) every response, including timeouts and body-limit rejections;
+        // `authorize` runs after routing, on the matched route's policy.
+        .layer(axum::middleware::from_fn_with_state(
+            auth,
+            crate::auth::authorize,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(

@@ -17,7 +17,7 @@ use axum::Router;
 use http_body_util::BodyExt;
 use tower::ServiceExt;
 use watchgrid_server::config::{Config, MapSource, SecretGeneration};
-use watchgrid_server::serve::migrate_until_done;
+use watchgrid_server::serve::prepare_database;
 use watchgrid_server::state::AppState;
 use watchgrid_store::Database;
 use watchgrid_testkit::{TestBackend, TestDatabase};
@@ -31,16 +31,19 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn new(backend: TestBackend) -> Self {
+        Self::with_config(backend, &[]).await
+    }
+
+    /// A migrated app whose configuration adds `pairs`; the bootstrap administrator is
+    /// `admin` with [`ADMIN_PASSWORD`].
+    pub async fn with_config(backend: TestBackend, pairs: &[(&str, &str)]) -> Self {
         let db = TestDatabase::new(backend).await;
-        let state = state_for(&db, &[]).await;
-        migrate_until_done(
-            state.db.clone(),
-            state.migrations.clone(),
-            state.db.migrator(),
-        )
-        .await;
+        let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
+        all.extend_from_slice(pairs);
+        let state = state_for(&db, &all).await;
+        assert!(prepare_database(&state, state.db.migrator()).await);
         Self {
-            router: watchgrid_server::http::router(state.clone()),
+            router: app_router(state.clone()),
             state,
             db,
         }
@@ -68,7 +71,21 @@ pub async fn state_for(db: &TestDatabase, pairs: &[(&str, &str)]) -> AppState {
     let database = Database::connect(&config.database, 5)
         .await
         .expect("connect");
-    AppState::new(Arc::new(config), database)
+    AppState::new(Arc::new(config), database).expect("state")
+}
+
+/// The bootstrap administrator's password in test apps (it meets the policy).
+pub const ADMIN_PASSWORD: &str = "Bootstrap-Admin-9";
+
+/// The address in-process requests appear to come from.
+pub const TEST_CLIENT: ([u8; 4], u16) = ([192, 0, 2, 10], 40000);
+
+/// The application router as `serve` builds it, with a fixed client address for requests
+/// that do not go through a socket.
+pub fn app_router(state: AppState) -> Router {
+    watchgrid_server::http::router(state).layer(axum::extract::connect_info::MockConnectInfo(
+        std::net::SocketAddr::from(TEST_CLIENT),
+    ))
 }
 
 /// A response, its body read.

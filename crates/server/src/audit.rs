@@ -1,0 +1,169 @@
+//! Writing the audit log: every mutating action and every login attempt, recorded in the same
+//! transaction as the change (a failed change records a failed attempt), and the retention
+//! sweeper that ages rows out.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use uuid::Uuid;
+use watchgrid_store::audit::{self, NewAuditEntry};
+use watchgrid_store::{Database, Tx};
+
+use crate::auth::{ClientAddr, Principal, Scope};
+use crate::http::ApiError;
+
+/// Who acts, where and from which address: the fixed part of an audit row.
+#[derive(Debug, Clone)]
+pub struct AuditContext {
+    pub actor: String,
+    pub tenant_id: Option<Uuid>,
+    pub tenant: Option<String>,
+    pub client_addr: Option<String>,
+}
+
+impl AuditContext {
+    pub fn new(principal: &Principal, scope: Option<&Scope>, client: ClientAddr) -> Self {
+        Self {
+            actor: principal.name.clone(),
+            tenant_id: scope.map(|s| s.tenant.id),
+            tenant: scope.map(|s| s.tenant.slug.clone()),
+            client_addr: Some(client.0.to_string()),
+        }
+    }
+
+    /// For the server's own actions (bootstrap, retention).
+    pub fn system() -> Self {
+        Self {
+            actor: "system".to_owned(),
+            tenant_id: None,
+            tenant: None,
+            client_addr: None,
+        }
+    }
+
+    pub fn entry(
+        &self,
+        action: &str,
+        resource_type: &str,
+        resource_id: Option<String>,
+        success: bool,
+        details: Value,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            admin_user: self.actor.clone(),
+            action: action.to_owned(),
+            resource_type: resource_type.to_owned(),
+            resource_id,
+            tenant_id: self.tenant_id,
+            tenant: self.tenant.clone(),
+            client_addr: self.client_addr.clone(),
+            success,
+            details,
+        }
+    }
+}
+
+/// What a successful change reports for its audit row.
+#[derive(Debug)]
+pub struct Outcome<T> {
+    pub value: T,
+    pub resource_id: Option<String>,
+    pub details: Value,
+}
+
+impl<T> Outcome<T> {
+    pub fn new(value: T, resource_id: impl ToString, details: Value) -> Self {
+        Self {
+            value,
+            resource_id: Some(resource_id.to_string()),
+            details,
+        }
+    }
+}
+
+/// Run `change` in a transaction and record `action` on `resource_type` in the same
+/// transaction. If the change fails, it is rolled back and a failed attempt is recorded on its
+/// own (naming `target` when the request named one), then the error is returned.
+pub async fn audited<T>(
+    db: &Database,
+    ctx: &AuditContext,
+    action: &str,
+    resource_type: &str,
+    target: Option<String>,
+    change: impl AsyncFnOnce(&mut Tx) -> Result<Outcome<T>, ApiError>,
+) -> Result<T, ApiError> {
+    let mut tx = db.begin().await?;
+    match change(&mut tx).await {
+        Ok(outcome) => {
+            let entry = ctx.entry(
+                action,
+                resource_type,
+                outcome.resource_id.or(target),
+                true,
+                outcome.details,
+            );
+            audit::record(&mut tx, &entry).await?;
+            tx.commit().await?;
+            Ok(outcome.value)
+        }
+        Err(err) => {
+            drop(tx);
+            record_failure(db, ctx, action, resource_type, target, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// Record a failed attempt outside any transaction.
+pub async fn record_failure(
+    db: &Database,
+    ctx: &AuditContext,
+    action: &str,
+    resource_type: &str,
+    target: Option<String>,
+    err: &ApiError,
+) {
+    let mut details = json!({"error": err.code(), "message": err.public_message()});
+    if let ApiError::Validation(fields) = err {
+        details["fields"] = json!(fields);
+    }
+    let entry = ctx.entry(action, resource_type, target, false, details);
+    if let Err(store_err) = audit::record(db, &entry).await {
+        tracing::error!(error = %store_err, action, "could not record a failed attempt in the audit log");
+    }
+}
+
+/// Rows deleted per statement: small enough that no statement holds locks for long.
+pub const RETENTION_BATCH: i64 = 1000;
+
+/// Delete audit rows older than `days`, in batches; returns how many went.
+pub async fn sweep(db: &Database, days: u32) -> Result<u64, watchgrid_store::StoreError> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    let mut total = 0;
+    loop {
+        let deleted = audit::delete_before(db, cutoff, RETENTION_BATCH).await?;
+        total += deleted;
+        if deleted < RETENTION_BATCH as u64 {
+            return Ok(total);
+        }
+        // Let other writers in between batches.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sweep once an hour (and once at start) for as long as the server runs.
+pub async fn run_sweeper(db: Database, days: u32) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        interval.tick().await;
+        match sweep(&db, days).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(
+                deleted,
+                retention_days = days,
+                "audit retention: deleted old rows"
+            ),
+            Err(err) => tracing::warn!(error = %err, "audit retention sweep failed; will retry"),
+        }
+    }
+}

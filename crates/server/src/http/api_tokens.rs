@@ -1,0 +1,106 @@
+//! `/api/tokens`: scoped API tokens for automation, shown once and stored as hashes.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+use uuid::Uuid;
+use watchgrid_store::sessions::{self, NewApiToken};
+use watchgrid_wire::{ApiToken, CreateApiToken, CreatedApiToken, FieldError};
+
+use super::extract::ApiJson;
+use super::{convert, validate, ApiError, ApiResult};
+use crate::audit::{audited, AuditContext, Outcome};
+use crate::auth::tokens::{random_secret, secret_hash, API_TOKEN_PREFIX};
+use crate::auth::{ClientAddr, Principal, Scope};
+use crate::state::AppState;
+
+pub async fn list(State(state): State<AppState>, scope: Scope) -> ApiResult<Json<Vec<ApiToken>>> {
+    let rows = sessions::list_api_tokens(&state.db, scope.tenant.id).await?;
+    Ok(Json(rows.iter().map(convert::api_token).collect()))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<CreateApiToken>,
+) -> ApiResult<(StatusCode, Json<CreatedApiToken>)> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let created = audited(&state.db, &ctx, "token.create", "api_token", None, async |tx| {
+        let mut problems = Vec::new();
+        if let Err(reason) = validate::display_name(&body.name) {
+            problems.push(FieldError::new("name", reason));
+        }
+        if let Some(days) = body.expires_in_days {
+            if !(1..=3650).contains(&days) {
+                problems.push(FieldError::new("expires_in_days", "must be from 1 to 3650"));
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::Validation(problems));
+        }
+        // A token never holds more power than the person who made it.
+        if !scope.role.allows(body.role) {
+            return Err(ApiError::Forbidden);
+        }
+        let secret = random_secret(API_TOKEN_PREFIX);
+        let expires_at = body
+            .expires_in_days
+            .map(|days| Utc::now() + chrono::Duration::days(i64::from(days)));
+        let id = sessions::create_api_token(
+            &mut *tx,
+            NewApiToken {
+                tenant: scope.tenant.id,
+                name: body.name.trim(),
+                role: body.role,
+                token_hash: &secret_hash(&secret),
+                created_by: &principal.name,
+                expires_at,
+            },
+        )
+        .await?;
+        let row = sessions::api_token(&mut *tx, scope.tenant.id, id)
+            .await?
+            .ok_or_else(|| ApiError::Internal("created token vanished".into()))?;
+        Ok(Outcome::new(
+            CreatedApiToken { token: convert::api_token(&row), secret },
+            id,
+            json!({"name": row.name, "role": row.role, "expires_at": row.expires_at.map(convert::time)}),
+        ))
+    })
+    .await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    audited(
+        &state.db,
+        &ctx,
+        "token.revoke",
+        "api_token",
+        Some(id.clone()),
+        async |tx| {
+            let id: Uuid = id.parse().map_err(|_| ApiError::NotFound)?;
+            let row = sessions::api_token(&mut *tx, scope.tenant.id, id)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            if !scope.role.allows(row.role) {
+                return Err(ApiError::Forbidden);
+            }
+            sessions::revoke_api_token(&mut *tx, scope.tenant.id, id).await?;
+            Ok(Outcome::new((), id, json!({"name": row.name})))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

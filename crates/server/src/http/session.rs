@@ -1,0 +1,328 @@
+//! `/api/auth/*`: login, refresh, logout, whoami, password change.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use chrono::Utc;
+use serde_json::json;
+use watchgrid_store::{audit as audit_store, sessions, tenants, users};
+use watchgrid_wire::{ChangePassword, LoginRequest, LoginResponse, RefreshRequest, Whoami};
+
+use super::extract::ApiJson;
+use super::{convert, validate, ApiError, ApiResult};
+use crate::audit::{audited, record_failure, AuditContext, Outcome};
+use crate::auth::tokens::{self, ACCESS_TOKEN_TTL, REFRESH_PREFIX, SESSION_TTL};
+use crate::auth::{ClientAddr, Credential, MaybeScope, Principal};
+use crate::metrics::LoginFailure;
+use crate::state::AppState;
+
+/// `POST /api/auth/login`. Every attempt is audited; failures take the same time and get the
+/// same answer whether or not the user exists, and log `invalid credentials` with the client
+/// address. Rate-limited per client address and per account name.
+pub async fn login(
+    State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
+    ApiJson(body): ApiJson<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let attempted = if validate::username(&body.username).is_ok() {
+        body.username.to_lowercase()
+    } else {
+        "<invalid username>".to_owned()
+    };
+    let mut ctx = AuditContext {
+        actor: attempted.clone(),
+        tenant_id: None,
+        tenant: None,
+        client_addr: Some(client.to_string()),
+    };
+    let fail = async |ctx: &AuditContext, reason: LoginFailure, err: ApiError| {
+        state.metrics.login_failed(reason);
+        record_failure(&state.db, ctx, "auth.login", "session", None, &err).await;
+        Err(err)
+    };
+
+    let limited = state
+        .limits
+        .check_addr(crate::ratelimit::Limiter::Login, client)
+        .and_then(|()| state.limits.check_account(&attempted));
+    if let Err(retry) = limited {
+        tracing::warn!(client = %client, username = %attempted, "login refused: rate limited");
+        let err = ApiError::RateLimited {
+            retry_after_secs: retry.seconds(),
+        };
+        return fail(&ctx, LoginFailure::RateLimited, err).await;
+    }
+
+    let user = if attempted.starts_with('<') {
+        None
+    } else {
+        users::user_by_name(&state.db, &attempted).await?
+    };
+    let matched = state
+        .hasher
+        .verify(
+            &body.password,
+            user.as_ref().map(|u| u.password_hash.as_str()),
+        )
+        .await;
+    let user = match (user, matched) {
+        (Some(user), true) if !user.disabled => user,
+        (user, _) => {
+            let reason = match user {
+                None => LoginFailure::UnknownUser,
+                Some(u) if u.disabled && matched => LoginFailure::Disabled,
+                Some(_) => LoginFailure::BadPassword,
+            };
+            tracing::warn!(client = %client, username = %attempted, reason = reason.label(), "invalid credentials");
+            return fail(&ctx, reason, ApiError::InvalidCredentials).await;
+        }
+    };
+
+    let tenant = match &body.tenant {
+        Some(slug) => {
+            let tenant = tenants::tenant_by_slug(&state.db, slug).await?;
+            let visible = match &tenant {
+                Some(t) if user.is_superadmin => Some(t.clone()),
+                Some(t) => tenants::role_of(&state.db, t.id, user.id)
+                    .await?
+                    .map(|_| t.clone()),
+                None => None,
+            };
+            match visible {
+                Some(t) => Some(t),
+                None => return fail(&ctx, LoginFailure::InvalidRequest, ApiError::NotFound).await,
+            }
+        }
+        None => tenants::first_tenant_of(&state.db, user.id).await?,
+    };
+    ctx.tenant_id = tenant.as_ref().map(|t| t.id);
+    ctx.tenant = tenant.as_ref().map(|t| t.slug.clone());
+
+    let refresh = tokens::random_secret(REFRESH_PREFIX);
+    let now = Utc::now();
+    let mut tx = state.db.begin().await?;
+    let session = sessions::create_session(
+        &mut tx,
+        user.id,
+        tenant.as_ref().map(|t| t.id),
+        &tokens::secret_hash(&refresh),
+        Some(&client.to_string()),
+        now + SESSION_TTL,
+    )
+    .await?;
+    audit_store::record(
+        &mut tx,
+        &ctx.entry(
+            "auth.login",
+            "session",
+            Some(session.id.to_string()),
+            true,
+            json!({"must_change_password": user.must_change_password}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::info!(client = %client, username = %user.username, "login succeeded");
+
+    let access_token = state
+        .jwt
+        .issue(user.id, session.id, session.tenant_id, now)
+        .map_err(ApiError::Internal)?;
+    let role = match &tenant {
+        Some(t) if user.is_superadmin => Some(watchgrid_wire::Role::Owner),
+        Some(t) => tenants::role_of(&state.db, t.id, user.id).await?,
+        None => None,
+    };
+    Ok(Json(LoginResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: ACCESS_TOKEN_TTL.num_seconds().unsigned_abs(),
+        refresh_token: refresh,
+        user: convert::user(&user, role),
+        tenant: tenant.as_ref().map(convert::tenant),
+    }))
+}
+
+/// `POST /api/auth/refresh`: trade a refresh token for new access and refresh tokens. The old
+/// refresh token stops working.
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<RefreshRequest>,
+) -> ApiResult<Json<LoginResponse>> {
+    let old_hash = tokens::secret_hash(body.refresh_token.trim());
+    let now = Utc::now();
+    let session = sessions::session_by_refresh_hash(&state.db, &old_hash)
+        .await?
+        .filter(|s| s.is_active(now))
+        .ok_or(ApiError::Unauthorized)?;
+    let user = users::user_by_id(&state.db, session.user_id)
+        .await?
+        .filter(|u| !u.disabled)
+        .ok_or(ApiError::Unauthorized)?;
+    let refresh = tokens::random_secret(REFRESH_PREFIX);
+    if !sessions::rotate_refresh(
+        &state.db,
+        session.id,
+        &old_hash,
+        &tokens::secret_hash(&refresh),
+    )
+    .await?
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    let tenant = match session.tenant_id {
+        Some(id) => tenants::tenant_by_id(&state.db, id).await?,
+        None => None,
+    };
+    let role = match &tenant {
+        Some(_) if user.is_superadmin => Some(watchgrid_wire::Role::Owner),
+        Some(t) => tenants::role_of(&state.db, t.id, user.id).await?,
+        None => None,
+    };
+    let access_token = state
+        .jwt
+        .issue(user.id, session.id, session.tenant_id, now)
+        .map_err(ApiError::Internal)?;
+    Ok(Json(LoginResponse {
+        access_token,
+        token_type: "Bearer".to_owned(),
+        expires_in: ACCESS_TOKEN_TTL.num_seconds().unsigned_abs(),
+        refresh_token: refresh,
+        user: convert::user(&user, role),
+        tenant: tenant.as_ref().map(convert::tenant),
+    }))
+}
+
+/// `POST /api/auth/logout`: revoke the caller's session (its access and refresh tokens).
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    MaybeScope(scope): MaybeScope,
+    client: ClientAddr,
+) -> ApiResult<StatusCode> {
+    let Credential::Session { session_id } = principal.credential else {
+        return Err(ApiError::BadRequest(
+            "API tokens do not log out; revoke them with DELETE /api/tokens/{id}".into(),
+        ));
+    };
+    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    audited(
+        &state.db,
+        &ctx,
+        "auth.logout",
+        "session",
+        Some(session_id.to_string()),
+        async |tx| {
+            sessions::revoke_session(tx, session_id).await?;
+            Ok(Outcome::new((), session_id, json!({})))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /api/auth/whoami`.
+pub async fn whoami(principal: Principal, MaybeScope(scope): MaybeScope) -> Json<Whoami> {
+    Json(Whoami {
+        username: principal.name.clone(),
+        via: match principal.credential {
+            Credential::Session { .. } => "session",
+            Credential::ApiToken { .. } => "api_token",
+        }
+        .to_owned(),
+        is_superadmin: principal.is_superadmin,
+        tenant: scope.as_ref().map(|s| convert::tenant(&s.tenant)),
+        role: scope.as_ref().map(|s| s.role),
+        must_change_password: principal.must_change_password,
+    })
+}
+
+/// `POST /api/auth/password`: change one's own password. Every session of the user is
+/// revoked, this one included: log in again with the new password.
+pub async fn change_password(
+    State(state): State<AppState>,
+    principal: Principal,
+    MaybeScope(scope): MaybeScope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<ChangePassword>,
+) -> ApiResult<StatusCode> {
+    let (Credential::Session { .. }, Some(user_id)) = (&principal.credential, principal.user_id)
+    else {
+        return Err(ApiError::BadRequest("API tokens have no password".into()));
+    };
+    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let check = async || -> Result<String, ApiError> {
+        state
+            .limits
+            .check_account(&principal.name)
+            .map_err(|retry| ApiError::RateLimited {
+                retry_after_secs: retry.seconds(),
+            })?;
+        let user = users::user_by_id(&state.db, user_id)
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        if !state
+            .hasher
+            .verify(&body.current_password, Some(&user.password_hash))
+            .await
+        {
+            return Err(ApiError::invalid(
+                "current_password",
+                "is not your current password",
+            ));
+        }
+        let mut problems: Vec<_> = state
+            .password_policy
+            .violations(&body.new_password)
+            .into_iter()
+            .map(|reason| watchgrid_wire::FieldError::new("new_password", reason))
+            .collect();
+        if body.new_password == body.current_password {
+            problems.push(watchgrid_wire::FieldError::new(
+                "new_password",
+                "must differ from the current password",
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(ApiError::Validation(problems));
+        }
+        state
+            .hasher
+            .hash(&body.new_password)
+            .await
+            .map_err(ApiError::Internal)
+    };
+    let hash = match check().await {
+        Ok(hash) => hash,
+        Err(err) => {
+            record_failure(
+                &state.db,
+                &ctx,
+                "user.password_change",
+                "user",
+                Some(user_id.to_string()),
+                &err,
+            )
+            .await;
+            return Err(err);
+        }
+    };
+    audited(
+        &state.db,
+        &ctx,
+        "user.password_change",
+        "user",
+        Some(user_id.to_string()),
+        async |tx| {
+            users::set_password(&mut *tx, user_id, &hash, false).await?;
+            let revoked = sessions::revoke_user_sessions(&mut *tx, user_id).await?;
+            Ok(Outcome::new(
+                (),
+                user_id,
+                json!({"sessions_revoked": revoked}),
+            ))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

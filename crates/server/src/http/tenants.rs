@@ -1,0 +1,138 @@
+//! `/api/tenants`: superadmins manage tenants.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde_json::json;
+use watchgrid_store::{tenants, StoreError};
+use watchgrid_wire::{CreateTenant, FieldError, Tenant, UpdateTenant};
+
+use super::extract::ApiJson;
+use super::{convert, validate, ApiError, ApiResult};
+use crate::audit::{audited, AuditContext, Outcome};
+use crate::auth::{ClientAddr, MaybeScope, Principal};
+use crate::state::AppState;
+
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
+    let rows = tenants::list_tenants(&state.db).await?;
+    Ok(Json(rows.iter().map(convert::tenant).collect()))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path(slug): Path<String>,
+) -> ApiResult<Json<Tenant>> {
+    let row = tenants::tenant_by_slug(&state.db, &slug)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(convert::tenant(&row)))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    MaybeScope(scope): MaybeScope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let tenant = audited(
+        &state.db,
+        &ctx,
+        "tenant.create",
+        "tenant",
+        Some(body.slug.clone()),
+        async |tx| {
+            let mut problems = Vec::new();
+            if let Err(reason) = validate::slug(&body.slug) {
+                problems.push(FieldError::new("slug", reason));
+            }
+            if let Err(reason) = validate::display_name(&body.name) {
+                problems.push(FieldError::new("name", reason));
+            }
+            if !problems.is_empty() {
+                return Err(ApiError::Validation(problems));
+            }
+            let row = tenants::create_tenant(tx, &body.slug, body.name.trim())
+                .await
+                .map_err(|e| match e {
+                    StoreError::Conflict(_) => ApiError::Conflict(format!(
+                        "a tenant with slug {:?} already exists",
+                        body.slug
+                    )),
+                    other => other.into(),
+                })?;
+            Ok(Outcome::new(
+                row.clone(),
+                row.slug,
+                json!({"name": row.name}),
+            ))
+        },
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(convert::tenant(&tenant))))
+}
+
+pub async fn update(
+    State(state): State<AppState>,
+    principal: Principal,
+    MaybeScope(scope): MaybeScope,
+    client: ClientAddr,
+    Path(slug): Path<String>,
+    ApiJson(body): ApiJson<UpdateTenant>,
+) -> ApiResult<Json<Tenant>> {
+    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let tenant = audited(
+        &state.db,
+        &ctx,
+        "tenant.update",
+        "tenant",
+        Some(slug.clone()),
+        async |tx| {
+            validate::display_name(&body.name).map_err(|r| ApiError::invalid("name", r))?;
+            let mut row = tenants::tenant_by_slug(&mut *tx, &slug)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            tenants::rename_tenant(&mut *tx, row.id, body.name.trim()).await?;
+            let old = std::mem::replace(&mut row.name, body.name.trim().to_owned());
+            Ok(Outcome::new(
+                row.clone(),
+                &row.slug,
+                json!({"name": row.name, "previous_name": old}),
+            ))
+        },
+    )
+    .await?;
+    Ok(Json(convert::tenant(&tenant)))
+}
+
+pub async fn delete(
+    State(state): State<AppState>,
+    principal: Principal,
+    MaybeScope(scope): MaybeScope,
+    client: ClientAddr,
+    Path(slug): Path<String>,
+) -> ApiResult<StatusCode> {
+    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    audited(
+        &state.db,
+        &ctx,
+        "tenant.delete",
+        "tenant",
+        Some(slug.clone()),
+        async |tx| {
+            let row = tenants::tenant_by_slug(&mut *tx, &slug)
+                .await?
+                .ok_or(ApiError::NotFound)?;
+            if tenants::list_tenants(&mut *tx).await?.len() <= 1 {
+                return Err(ApiError::Conflict(
+                    "the last tenant cannot be deleted".into(),
+                ));
+            }
+            tenants::delete_tenant(&mut *tx, row.id).await?;
+            Ok(Outcome::new((), &row.slug, json!({"id": row.id})))
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
