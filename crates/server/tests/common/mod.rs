@@ -37,8 +37,17 @@ impl TestApp {
     /// A migrated app whose configuration adds `pairs`; the bootstrap administrator is
     /// `admin` with [`ADMIN_PASSWORD`].
     pub async fn with_config(backend: TestBackend, pairs: &[(&str, &str)]) -> Self {
+        Self::build(backend, ADMIN_PASSWORD, pairs).await
+    }
+
+    /// A migrated app whose bootstrap administrator has `password` (which may be weak).
+    pub async fn with_admin_password(backend: TestBackend, password: &str) -> Self {
+        Self::build(backend, password, &[]).await
+    }
+
+    async fn build(backend: TestBackend, password: &str, pairs: &[(&str, &str)]) -> Self {
         let db = TestDatabase::new(backend).await;
-        let mut all = vec![("ADMIN_PASSWORD", ADMIN_PASSWORD)];
+        let mut all = vec![("ADMIN_PASSWORD", password)];
         all.extend_from_slice(pairs);
         let state = state_for(&db, &all).await;
         assert!(prepare_database(&state, state.db.migrator()).await);
@@ -232,5 +241,90 @@ impl ServerProcess {
             .await
             .expect("process exits")
             .unwrap()
+    }
+}
+
+/// A request builder for the API: method, path, optional bearer token, tenant and JSON body.
+pub struct Call<'a> {
+    app: &'a TestApp,
+    method: &'static str,
+    uri: String,
+    token: Option<String>,
+    tenant: Option<String>,
+    body: Option<serde_json::Value>,
+}
+
+impl TestApp {
+    pub fn call(&self, method: &'static str, uri: impl Into<String>) -> Call<'_> {
+        Call {
+            app: self,
+            method,
+            uri: uri.into(),
+            token: None,
+            tenant: None,
+            body: None,
+        }
+    }
+
+    /// Log in and return the access token (panics on failure).
+    pub async fn login(&self, username: &str, password: &str) -> serde_json::Value {
+        let reply = self
+            .call("POST", "/api/auth/login")
+            .json(serde_json::json!({"username": username, "password": password}))
+            .send()
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "login {username}: {}",
+            reply.body
+        );
+        reply.json()
+    }
+
+    pub async fn admin_token(&self) -> String {
+        self.admin_token_with(ADMIN_PASSWORD).await
+    }
+
+    pub async fn admin_token_with(&self, password: &str) -> String {
+        self.login("admin", password).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+impl Call<'_> {
+    pub fn token(mut self, token: &str) -> Self {
+        self.token = Some(token.to_owned());
+        self
+    }
+
+    pub fn tenant(mut self, slug: &str) -> Self {
+        self.tenant = Some(slug.to_owned());
+        self
+    }
+
+    pub fn json(mut self, body: serde_json::Value) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub async fn send(self) -> Reply {
+        let mut builder = Request::builder().method(self.method).uri(&self.uri);
+        if let Some(token) = &self.token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        if let Some(tenant) = &self.tenant {
+            builder = builder.header("x-watchgrid-tenant", tenant);
+        }
+        let request = match self.body {
+            Some(body) => builder
+                .header("content-type", "application/json")
+                .body(Body::from(body.to_string()))
+                .unwrap(),
+            None => builder.body(Body::empty()).unwrap(),
+        };
+        self.app.send(request).await
     }
 }
