@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 /// Overall verdict: `ok` only when every check is `ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum HealthStatus {
     Ok,
@@ -17,6 +18,7 @@ pub type CheckValue = String;
 
 /// `{"status":"ok","checks":{"db":"ok",...}}`; `/readyz` adds `"migrations"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HealthReport {
     pub status: HealthStatus,
     pub checks: BTreeMap<String, CheckValue>,

@@ -7,7 +7,7 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::sessions::{self, NewApiToken};
-use watchgrid_wire::{ApiToken, CreateApiToken, CreatedApiToken, FieldError};
+use watchgrid_wire::{ApiToken, CreateApiToken, CreatedApiToken, ErrorBody, FieldError};
 
 use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
@@ -16,11 +16,13 @@ use crate::auth::tokens::{random_secret, secret_hash, API_TOKEN_PREFIX};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens", security(("bearer" = [])), responses((status = 200, body = Vec<ApiToken>), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, scope: Scope) -> ApiResult<Json<Vec<ApiToken>>> {
     let rows = sessions::list_api_tokens(&state.db, scope.tenant.id).await?;
     Ok(Json(rows.iter().map(convert::api_token).collect()))
 }
 
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", security(("bearer" = [])), request_body = CreateApiToken, responses((status = 201, description = "The secret is shown only in this response", body = CreatedApiToken), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -75,6 +77,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Revoked"), (status = 404, body = ErrorBody)))]
 pub async fn revoke(
     State(state): State<AppState>,
     principal: Principal,

@@ -5,7 +5,7 @@ use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use watchgrid_store::audit::{self, AuditFilter};
-use watchgrid_wire::{AuditEntry, Page};
+use watchgrid_wire::{AuditEntry, ErrorBody, Page};
 
 use super::extract::ApiQuery;
 use super::users::page_limit;
@@ -38,6 +38,7 @@ pub struct AuditQuery {
     pub scope: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/audit", tag = "audit", security(("bearer" = [])), params(("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query), ("user" = Option<String>, Query), ("action" = Option<String>, Query, description = "Exact action, or a prefix ending in `.`"), ("resource_type" = Option<String>, Query), ("success" = Option<bool>, Query), ("since" = Option<String>, Query, description = "RFC 3339"), ("until" = Option<String>, Query, description = "RFC 3339"), ("scope" = Option<String>, Query, description = "`tenant` (default) or `all` (superadmins)")), responses((status = 200, body = Page<AuditEntry>), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     principal: Principal,

@@ -6,6 +6,7 @@ pub mod convert;
 pub mod error;
 pub mod extract;
 pub mod middleware;
+pub mod openapi;
 mod ops;
 mod session;
 mod tenants;
@@ -45,6 +46,7 @@ pub fn routes() -> ApiRouter {
         .route(M::GET, "/readyz", public, ops::readyz)
         .route(M::GET, "/metrics", public, ops::metrics)
         .route(M::GET, "/api/version", public, ops::version)
+        .route(M::GET, "/api/openapi.json", public, openapi::openapi_json)
         // Sessions
         .route(
             M::POST,

@@ -6,7 +6,9 @@ use axum::Json;
 use chrono::Utc;
 use serde_json::json;
 use watchgrid_store::{audit as audit_store, sessions, tenants, users};
-use watchgrid_wire::{ChangePassword, LoginRequest, LoginResponse, RefreshRequest, Whoami};
+use watchgrid_wire::{
+    ChangePassword, ErrorBody, LoginRequest, LoginResponse, RefreshRequest, Whoami,
+};
 
 use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
@@ -19,6 +21,7 @@ use crate::state::AppState;
 /// `POST /api/auth/login`. Every attempt is audited; failures take the same time and get the
 /// same answer whether or not the user exists, and log `invalid credentials` with the client
 /// address. Rate-limited per client address and per account name.
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, description = "invalid credentials", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
@@ -145,6 +148,7 @@ pub async fn login(
 
 /// `POST /api/auth/refresh`: trade a refresh token for new access and refresh tokens. The old
 /// refresh token stops working.
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<RefreshRequest>,
@@ -194,6 +198,7 @@ pub async fn refresh(
 }
 
 /// `POST /api/auth/logout`: revoke the caller's session (its access and refresh tokens).
+#[utoipa::path(post, path = "/api/auth/logout", tag = "auth", security(("bearer" = [])), responses((status = 204, description = "Session revoked"), (status = 401, body = ErrorBody)))]
 pub async fn logout(
     State(state): State<AppState>,
     principal: Principal,
@@ -222,6 +227,7 @@ pub async fn logout(
 }
 
 /// `GET /api/auth/whoami`.
+#[utoipa::path(get, path = "/api/auth/whoami", tag = "auth", security(("bearer" = [])), params(("x-watchgrid-tenant" = Option<String>, Header, description = "Tenant slug to act in")), responses((status = 200, body = Whoami), (status = 401, body = ErrorBody)))]
 pub async fn whoami(principal: Principal, MaybeScope(scope): MaybeScope) -> Json<Whoami> {
     Json(Whoami {
         username: principal.name.clone(),
@@ -239,6 +245,7 @@ pub async fn whoami(principal: Principal, MaybeScope(scope): MaybeScope) -> Json
 
 /// `POST /api/auth/password`: change one's own password. Every session of the user is
 /// revoked, this one included: log in again with the new password.
+#[utoipa::path(post, path = "/api/auth/password", tag = "auth", security(("bearer" = [])), request_body = ChangePassword, responses((status = 204, description = "Changed; every session of the user is revoked"), (status = 401, body = ErrorBody), (status = 422, description = "Each failed rule, per field", body = ErrorBody)))]
 pub async fn change_password(
     State(state): State<AppState>,
     principal: Principal,

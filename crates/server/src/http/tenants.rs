@@ -5,7 +5,7 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::json;
 use watchgrid_store::{tenants, StoreError};
-use watchgrid_wire::{CreateTenant, FieldError, Tenant, UpdateTenant};
+use watchgrid_wire::{CreateTenant, ErrorBody, FieldError, Tenant, UpdateTenant};
 
 use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
@@ -13,11 +13,13 @@ use crate::audit::{audited, AuditContext, Outcome};
 use crate::auth::{ClientAddr, MaybeScope, Principal};
 use crate::state::AppState;
 
+#[utoipa::path(get, path = "/api/tenants", tag = "tenants", security(("bearer" = [])), responses((status = 200, body = Vec<Tenant>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {
     let rows = tenants::list_tenants(&state.db).await?;
     Ok(Json(rows.iter().map(convert::tenant).collect()))
 }
 
+#[utoipa::path(get, path = "/api/tenants/{slug}", tag = "tenants", security(("bearer" = [])), params(("slug" = String, Path)), responses((status = 200, body = Tenant), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     Path(slug): Path<String>,
@@ -28,6 +30,7 @@ pub async fn get(
     Ok(Json(convert::tenant(&row)))
 }
 
+#[utoipa::path(post, path = "/api/tenants", tag = "tenants", security(("bearer" = [])), request_body = CreateTenant, responses((status = 201, body = Tenant), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -73,6 +76,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(convert::tenant(&tenant))))
 }
 
+#[utoipa::path(patch, path = "/api/tenants/{slug}", tag = "tenants", security(("bearer" = [])), params(("slug" = String, Path)), request_body = UpdateTenant, responses((status = 200, body = Tenant), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -106,6 +110,7 @@ pub async fn update(
     Ok(Json(convert::tenant(&tenant)))
 }
 
+#[utoipa::path(delete, path = "/api/tenants/{slug}", tag = "tenants", security(("bearer" = [])), params(("slug" = String, Path)), responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::users::{self, Member, NewUser};
 use watchgrid_store::{sessions, tenants, StoreError, Tx};
-use watchgrid_wire::{CreateUser, FieldError, Page, Role, UpdateUser, User};
+use watchgrid_wire::{CreateUser, ErrorBody, FieldError, Page, Role, UpdateUser, User};
 
 use super::extract::{ApiJson, ApiQuery};
 use super::{convert, validate, ApiError, ApiResult};
@@ -29,6 +29,7 @@ pub struct ListQuery {
     pub limit: Option<u32>,
 }
 
+#[utoipa::path(get, path = "/api/users", tag = "users", security(("bearer" = [])), params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-500, default 100"), ("x-watchgrid-tenant" = Option<String>, Header)), responses((status = 200, body = Page<User>), (status = 403, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     scope: Scope,
@@ -72,6 +73,7 @@ async fn member_in(tx: &mut Tx, scope: &Scope, id: Uuid) -> Result<Member, ApiEr
         .ok_or(ApiError::NotFound)
 }
 
+#[utoipa::path(get, path = "/api/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 200, body = User), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     scope: Scope,
@@ -93,6 +95,7 @@ fn may_grant(scope: &Scope, role: Role) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(post, path = "/api/users", tag = "users", security(("bearer" = [])), request_body = CreateUser, responses((status = 201, body = User), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
@@ -183,6 +186,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(user)))
 }
 
+#[utoipa::path(patch, path = "/api/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)), request_body = UpdateUser, responses((status = 200, body = User), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn update(
     State(state): State<AppState>,
     principal: Principal,
@@ -279,6 +283,7 @@ async fn ensure_other_owner(tx: &mut Tx, scope: &Scope) -> Result<(), ApiError> 
 
 /// `DELETE /api/users/{id}`: remove the user from this tenant; an account left in no tenant
 /// (and not a superadmin) is deleted.
+#[utoipa::path(delete, path = "/api/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)), responses((status = 204, description = "Removed from the tenant"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn delete(
     State(state): State<AppState>,
     principal: Principal,

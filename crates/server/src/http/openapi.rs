@@ -1,0 +1,76 @@
+//! The OpenAPI document, generated from the handlers' annotations and the wire types, served
+//! at `/api/openapi.json` and kept under a snapshot test (`docs/openapi.json`).
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use watchgrid_wire as wire;
+
+use super::{api_tokens, audit_log, ops, session, tenants, users};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Watchgrid API",
+        description = "The REST API of the Watchgrid server. Every error response carries the \
+                       envelope `ErrorBody`; see docs/api.md. Authenticate with \
+                       `Authorization: Bearer <access token or wgt_ API token>`; select a tenant \
+                       with `X-Watchgrid-Tenant: <slug>`."
+    ),
+    paths(
+        ops::healthz, ops::readyz, ops::version, ops::metrics, openapi_json,
+        session::login, session::refresh, session::logout, session::whoami, session::change_password,
+        tenants::list, tenants::create, tenants::get, tenants::update, tenants::delete,
+        users::list, users::create, users::get, users::update, users::delete,
+        api_tokens::list, api_tokens::create, api_tokens::revoke,
+        audit_log::list,
+    ),
+    components(schemas(
+        wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,
+        wire::HealthStatus, wire::VersionInfo, wire::Role, wire::Tenant, wire::CreateTenant,
+        wire::UpdateTenant, wire::User, wire::CreateUser, wire::UpdateUser, wire::LoginRequest,
+        wire::LoginResponse, wire::RefreshRequest, wire::ChangePassword, wire::Whoami,
+        wire::ApiToken, wire::CreateApiToken, wire::CreatedApiToken, wire::AuditEntry,
+    )),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "operations", description = "Health, readiness, version, metrics"),
+        (name = "auth", description = "Login sessions"),
+        (name = "tenants", description = "Tenants (superadmins)"),
+        (name = "users", description = "Users of the request's tenant"),
+        (name = "tokens", description = "API tokens of the request's tenant"),
+        (name = "audit", description = "The audit log"),
+    )
+)]
+#[derive(Debug)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT access token, or a wgt_ API token")
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The document, with the release version.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    doc.info.version = crate::VERSION.to_owned();
+    doc
+}
+
+/// `GET /api/openapi.json`.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "operations", responses((status = 200, description = "This document")))]
+pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(document())
+}
