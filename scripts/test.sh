@@ -20,6 +20,7 @@ have_pg_server() {
 }
 have_pg_server || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
+command -v curl >/dev/null || missing+=(curl)
 command -v runuser >/dev/null || missing+=(util-linux)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -326,11 +326,7 @@ pub async fn resolve_scope(
         Some(slug) => tenants::tenant_by_slug(&app.db, slug).await?,
         None => match principal.home_tenant {
             Some(id) => tenants::tenant_by_id(&app.db, id).await?,
-            None => {
-                return Err(ApiError::BadRequest(format!(
-                    "no tenant selected: send the {TENANT_HEADER} header with a tenant slug"
-                )))
-            }
+            None => return Err(ApiError::TenantRequired),
         },
     }
     .ok_or(ApiError::NotFound)?;

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | `Validation` | 422 | `validation_failed` (with per-field reasons) |
 //! | `BadRequest` | 400 | `bad_request` |
+//! | `TenantRequired` | 400 | `tenant_required` |
 //! | `Unauthorized`, `InvalidCredentials` | 401 | `unauthorized` |
 //! | `Forbidden` | 403 | `forbidden` |
 //! | `PasswordChangeRequired` | 403 | `password_change_required` |
@@ -28,6 +29,9 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("{0}")]
     BadRequest(String),
+    /// A tenant-scoped request that names no tenant, from a credential that has none.
+    #[error("no tenant selected: send the X-Watchgrid-Tenant header with a tenant slug")]
+    TenantRequired,
     #[error("authentication is required")]
     Unauthorized,
     /// A failed login: the same answer whether the user exists or not.
@@ -56,7 +60,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::BadRequest(_) | ApiError::TenantRequired => StatusCode::BAD_REQUEST,
             ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
@@ -72,6 +76,7 @@ impl ApiError {
     pub fn code(&self) -> String {
         match self {
             ApiError::PasswordChangeRequired => "password_change_required".into(),
+            ApiError::TenantRequired => "tenant_required".into(),
             other => code_for_status(other.status()),
         }
     }

@@ -93,7 +93,13 @@ pub async fn login(
             };
             match visible {
                 Some(t) => Some(t),
-                None => return fail(&ctx, LoginFailure::InvalidRequest, ApiError::NotFound).await,
+                None => {
+                    let err = ApiError::invalid(
+                        "tenant",
+                        "no such tenant, or you are not a member of it",
+                    );
+                    return fail(&ctx, LoginFailure::InvalidRequest, err).await;
+                }
             }
         }
         None => tenants::first_tenant_of(&state.db, user.id).await?,

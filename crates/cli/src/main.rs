@@ -1,0 +1,418 @@
+//! `watchgrid`: the operator command line of a Watchgrid server. This file holds the clap
+//! definitions, dispatch to `commands`, and the exit statuses (0 ok, 1 failure, 2 usage).
+
+#![forbid(unsafe_code)]
+
+mod args;
+mod client;
+mod commands;
+mod config;
+mod error;
+mod output;
+mod prompt;
+mod session;
+
+use std::process::ExitCode;
+
+use clap::error::ErrorKind;
+use clap::{Args, Parser, Subcommand};
+use watchgrid_wire::Role;
+
+use crate::args::ServerUrl;
+use crate::error::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "watchgrid",
+    version,
+    about = "Operate a Watchgrid server: log in, manage tenants, users and API tokens, read the \
+             audit log",
+    after_help = "Exit status: 0 success, 1 failure (server error, refused credentials, \
+                  unreachable server), 2 bad arguments. See docs/cli.md.",
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    /// The server's base URL [default: the server of the stored session]
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHGRID_SERVER",
+        value_name = "URL",
+        value_parser = args::server_url
+    )]
+    pub server: Option<ServerUrl>,
+
+    /// Act in this tenant (sends X-Watchgrid-Tenant); with `login`, the tenant to log in to
+    #[arg(long, global = true, value_name = "SLUG", value_parser = args::tenant_slug)]
+    pub tenant: Option<String>,
+
+    /// Print the API's JSON instead of tables
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Use this API token (wgt_...) instead of the stored session; prefer the environment
+    /// variable, as command lines are visible to other local users
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHGRID_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Log in and store the session
+    Login(LoginArgs),
+    /// Log out: revoke the session on the server and delete it here
+    Logout,
+    /// Show who you are, how, and in which tenant
+    Whoami,
+    /// Change your own password (every session is then signed out)
+    Password(PasswordArgs),
+    /// Manage tenants (superadmins)
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Tenants(TenantsCommand),
+    /// Manage the users of the current tenant
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Users(UsersCommand),
+    /// Manage API tokens of the current tenant
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Tokens(TokensCommand),
+    /// Read the audit log, newest first
+    Audit(AuditArgs),
+    /// Show the versions of this client and of the server
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// The username [default: asked on the terminal]
+    #[arg(long, value_name = "USERNAME")]
+    pub username: Option<String>,
+    /// Read the password from the first line of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PasswordArgs {
+    /// Read the current and the new password from the first two lines of standard input
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// List every tenant
+    List,
+    /// Create a tenant
+    Create {
+        /// Lower-case letters, digits and '-'; cannot be changed later
+        #[arg(value_parser = args::tenant_slug)]
+        slug: String,
+        /// The display name
+        #[arg(long)]
+        name: String,
+    },
+    /// Show one tenant
+    Show {
+        #[arg(value_parser = args::tenant_slug)]
+        slug: String,
+    },
+    /// Change a tenant's display name
+    Rename {
+        #[arg(value_parser = args::tenant_slug)]
+        slug: String,
+        /// The new display name
+        #[arg(long)]
+        name: String,
+    },
+    /// Delete a tenant
+    Delete {
+        #[arg(value_parser = args::tenant_slug)]
+        slug: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// List the users of the tenant
+    List,
+    /// Add a user to the tenant: a new account, or with --existing an existing one
+    Add {
+        username: String,
+        /// owner, admin, operator or viewer
+        #[arg(long, value_parser = args::role)]
+        role: Role,
+        /// Read the new user's password from the first line of standard input
+        #[arg(long, conflicts_with = "existing")]
+        password_stdin: bool,
+        /// Add an account that already exists (in another tenant); no password
+        #[arg(long)]
+        existing: bool,
+    },
+    /// Show one user
+    Show { id: String },
+    /// Change a user's role in the tenant
+    SetRole {
+        id: String,
+        /// owner, admin, operator or viewer
+        #[arg(value_parser = args::role)]
+        role: Role,
+    },
+    /// Disable a user: they can no longer log in
+    Disable { id: String },
+    /// Enable a disabled user
+    Enable { id: String },
+    /// Set a new password for a user, who must change it at the next login
+    ResetPassword {
+        id: String,
+        /// Read the new password from the first line of standard input
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user from the tenant
+    Remove { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokensCommand {
+    /// List the tenant's API tokens
+    List,
+    /// Create an API token; its secret is shown only once
+    Create {
+        name: String,
+        /// owner, admin, operator or viewer
+        #[arg(long, value_parser = args::role)]
+        role: Role,
+        /// Expire after this many days (1-3650) [default: never]
+        #[arg(long, value_name = "N", value_parser = args::days)]
+        expires_in_days: Option<u32>,
+    },
+    /// Revoke an API token
+    Revoke { id: String },
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Entries per page [default: the server's]
+    #[arg(long, value_name = "N", value_parser = args::limit)]
+    pub limit: Option<u32>,
+    /// Continue from this cursor (printed when more entries exist)
+    #[arg(long, value_name = "CURSOR")]
+    pub cursor: Option<String>,
+    /// Only entries by this actor (a username, or token:NAME)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only this action, e.g. user.create, or actions starting with a prefix ending in '.',
+    /// e.g. auth.
+    #[arg(long, value_name = "ACTION")]
+    pub action: Option<String>,
+    /// Only this resource type: user, api_token, tenant or session
+    #[arg(long, value_name = "TYPE")]
+    pub resource_type: Option<String>,
+    /// Only successful (true) or failed (false) actions
+    #[arg(long, value_name = "BOOL", value_parser = clap::value_parser!(bool))]
+    pub success: Option<bool>,
+    /// Only entries at or after this time: RFC 3339, or an age such as 30m, 12h, 7d
+    #[arg(long, value_name = "TIME", value_parser = args::timestamp)]
+    pub since: Option<String>,
+    /// Only entries before this time: RFC 3339, or an age such as 30m, 12h, 7d
+    #[arg(long, value_name = "TIME", value_parser = args::timestamp)]
+    pub until: Option<String>,
+    /// Every tenant's entries, not only the current tenant's (superadmins)
+    #[arg(long)]
+    pub all: bool,
+    /// Fetch every page instead of the first
+    #[arg(long)]
+    pub follow_pages: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return ExitCode::from(clap_error(&err)),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("watchgrid: cannot start the async runtime: {err}");
+            return ExitCode::from(EXIT_FAILURE);
+        }
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::from(EXIT_OK),
+        Err(err) => ExitCode::from(report(&err)),
+    }
+}
+
+/// Print a parse error (help and version as clap prints them, usage errors as one line) and
+/// return the exit status.
+fn clap_error(err: &clap::Error) -> u8 {
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE)
+        }
+        _ => {
+            eprintln!("watchgrid: {}", error::one_line(&args::usage_line(err)));
+            EXIT_USAGE
+        }
+    }
+}
+
+/// Print a command's error as one line on stderr and return the exit status.
+fn report(err: &CliError) -> u8 {
+    if err.is_broken_pipe() {
+        // The reader of our output went away (`watchgrid audit | head`): nothing to say.
+        return EXIT_OK;
+    }
+    eprintln!("watchgrid: {}", err.one_line());
+    err.exit_code()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test should fail loudly on any unexpected error"
+    )]
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// The one-line message and exit status of a command line that does not parse.
+    fn rejected(argv: &[&str]) -> (String, i32) {
+        let mut full = vec!["watchgrid"];
+        full.extend(argv);
+        let err = Cli::try_parse_from(full).unwrap_err();
+        (args::usage_line(&err), err.exit_code())
+    }
+
+    #[test]
+    fn the_definitions_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn an_invalid_role_names_the_argument() {
+        assert_eq!(
+            rejected(&["users", "add", "bob", "--role", "boss"]),
+            (
+                "invalid value \"boss\" for '--role': expected owner, admin, operator or viewer"
+                    .to_string(),
+                2
+            )
+        );
+        assert_eq!(
+            rejected(&["tokens", "create", "ci", "--role", "root"]).0,
+            "invalid value \"root\" for '--role': expected owner, admin, operator or viewer"
+        );
+        assert_eq!(
+            rejected(&["users", "set-role", "u1", "boss"]).0,
+            "invalid value \"boss\" for 'ROLE': expected owner, admin, operator or viewer"
+        );
+    }
+
+    #[test]
+    fn a_malformed_timestamp_names_the_argument() {
+        let (line, code) = rejected(&["audit", "--since", "yesterday"]);
+        assert_eq!(code, 2);
+        assert_eq!(
+            line,
+            "invalid value \"yesterday\" for '--since': expected an RFC 3339 time such as \
+             2025-01-31T09:00:00Z, or an age such as 30m, 12h or 7d"
+        );
+        assert!(rejected(&["audit", "--until", "2025-13-01T00:00:00Z"])
+            .0
+            .starts_with("invalid value \"2025-13-01T00:00:00Z\" for '--until': "));
+    }
+
+    #[test]
+    fn other_usage_errors_are_one_line() {
+        assert_eq!(
+            rejected(&["audit", "--success", "maybe"]),
+            (
+                "invalid value \"maybe\" for '--success': expected true or false".to_string(),
+                2
+            )
+        );
+        assert_eq!(
+            rejected(&[
+                "tokens",
+                "create",
+                "ci",
+                "--role",
+                "viewer",
+                "--expires-in-days",
+                "0"
+            ])
+            .0,
+            "invalid value \"0\" for '--expires-in-days': expected a number of days from 1 to 3650"
+        );
+        assert_eq!(
+            rejected(&["--server", "wg.example.com", "whoami"]).0,
+            "invalid value \"wg.example.com\" for '--server': expected an http:// or https:// \
+             URL such as https://watchgrid.example.com"
+        );
+        assert_eq!(
+            rejected(&["users", "add", "bob"]).0,
+            "missing required argument '--role'"
+        );
+        let (line, code) = rejected(&[
+            "users",
+            "add",
+            "bob",
+            "--role",
+            "admin",
+            "--existing",
+            "--password-stdin",
+        ]);
+        assert_eq!(code, 2);
+        assert!(
+            line.contains("--password-stdin") && line.contains("--existing"),
+            "{line}"
+        );
+        let (line, code) = rejected(&["frobnicate"]);
+        assert_eq!(code, 2);
+        assert!(line.contains("frobnicate"), "{line}");
+        for argv in [
+            &["audit", "--bogus"][..],
+            &["tenants", "create", "Bad Slug", "--name", "x"],
+        ] {
+            let (line, code) = rejected(argv);
+            assert_eq!(code, 2);
+            assert!(!line.contains('\n'), "{line}");
+        }
+    }
+
+    #[test]
+    fn globals_work_after_the_command() {
+        let cli = Cli::try_parse_from([
+            "watchgrid",
+            "users",
+            "list",
+            "--tenant",
+            "acme",
+            "--json",
+            "--server",
+            "http://127.0.0.1:8080/",
+        ])
+        .unwrap();
+        assert_eq!(cli.tenant.as_deref(), Some("acme"));
+        assert!(cli.json);
+        assert_eq!(cli.server.unwrap().as_str(), "http://127.0.0.1:8080");
+    }
+}

@@ -1,0 +1,192 @@
+//! The built `watchgrid` binary as a user runs it: help, version, exit statuses, and one-line
+//! errors for bad arguments and an unreachable server. (End-to-end tests against a real
+//! server live with the server.)
+
+#![forbid(unsafe_code)]
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
+use std::process::{Command, Output, Stdio};
+
+/// A port nothing listens on: connections to it are refused at once.
+const CLOSED: &str = "http://127.0.0.1:9";
+
+/// Run `watchgrid args` with an empty configuration directory and none of the user's
+/// Watchgrid variables.
+fn watchgrid(args: &[&str]) -> (Output, tempfile::TempDir) {
+    let config = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_watchgrid"))
+        .args(args)
+        .env("WATCHGRID_CONFIG_DIR", config.path())
+        .env_remove("WATCHGRID_SERVER")
+        .env_remove("WATCHGRID_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (output, config)
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).unwrap()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).unwrap()
+}
+
+/// stderr must be exactly one line starting `watchgrid: `; returns it.
+fn one_error_line(output: &Output) -> String {
+    let err = stderr(output);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "expected one line on stderr, got {err:?}");
+    assert!(lines[0].starts_with("watchgrid: "), "{err:?}");
+    lines[0].to_string()
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let (out, _dir) = watchgrid(&["--help"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for command in [
+        "login", "logout", "whoami", "password", "tenants", "users", "tokens", "audit", "version",
+    ] {
+        assert!(text.contains(command), "{command} missing from {text}");
+    }
+    assert!(text.contains("WATCHGRID_SERVER"), "{text}");
+
+    let (out, _dir) = watchgrid(&["users", "add", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout(&out).contains("--password-stdin"));
+}
+
+#[test]
+fn help_never_shows_the_token_from_the_environment() {
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchgrid"))
+        .arg("--help")
+        .env("WATCHGRID_CONFIG_DIR", config.path())
+        .env("WATCHGRID_TOKEN", "wgt_supersecret")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stdout(&out).contains("supersecret"), "{}", stdout(&out));
+}
+
+#[test]
+fn version_flag_prints_the_client_version() {
+    let (out, _dir) = watchgrid(&["--version"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("watchgrid {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn a_bad_argument_exits_2_with_one_line_naming_it() {
+    let (out, _dir) = watchgrid(&["users", "add", "bob", "--role", "boss"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        one_error_line(&out),
+        "watchgrid: invalid value \"boss\" for '--role': expected owner, admin, operator or viewer"
+    );
+
+    let (out, _dir) = watchgrid(&["audit", "--since", "last tuesday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("'--since'"));
+
+    let (out, _dir) = watchgrid(&[
+        "--server", CLOSED, "audit", "--since", "1d", "--until", "2d",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("'--until'"));
+
+    let (out, _dir) = watchgrid(&["tenants", "frobnicate"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("frobnicate"));
+}
+
+#[test]
+fn no_server_is_a_usage_error() {
+    let (out, _dir) = watchgrid(&["whoami"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        one_error_line(&out),
+        "watchgrid: no server: pass --server URL or log in first"
+    );
+}
+
+#[test]
+fn an_unreachable_server_exits_1_naming_the_url() {
+    let expected = format!("watchgrid: cannot reach {CLOSED} : connection refused");
+
+    let (out, _dir) = watchgrid(&["--server", CLOSED, "whoami"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(one_error_line(&out), expected);
+    assert_eq!(stdout(&out), "");
+
+    let (out, _dir) = watchgrid(&["--server", CLOSED, "version"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(one_error_line(&out), expected);
+    assert!(stdout(&out).contains(env!("CARGO_PKG_VERSION")));
+}
+
+#[test]
+fn the_server_can_come_from_the_environment() {
+    let config = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchgrid"))
+        .args(["tokens", "list"])
+        .env("WATCHGRID_CONFIG_DIR", config.path())
+        .env("WATCHGRID_SERVER", format!("{CLOSED}/"))
+        .env("WATCHGRID_TOKEN", "wgt_x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        one_error_line(&out),
+        format!("watchgrid: cannot reach {CLOSED} : connection refused")
+    );
+}
+
+#[test]
+fn login_against_an_unreachable_server_stores_nothing() {
+    let config = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_watchgrid"))
+        .args([
+            "--server",
+            CLOSED,
+            "login",
+            "--username",
+            "alice",
+            "--password-stdin",
+        ])
+        .env("WATCHGRID_CONFIG_DIR", config.path())
+        .env_remove("WATCHGRID_SERVER")
+        .env_remove("WATCHGRID_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"correct horse battery staple\n").unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line = one_error_line(&out);
+    assert!(line.contains("cannot reach"), "{line}");
+    assert!(!line.contains("staple"), "{line}");
+    assert!(!config.path().join("session.json").exists());
+}
+
+#[test]
+fn logout_without_a_session_succeeds() {
+    let (out, _dir) = watchgrid(&["logout"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "Not logged in.\n");
+}
