@@ -21,6 +21,11 @@ have_pg_server() {
 have_pg_server || missing+=(postgresql)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v curl >/dev/null || missing+=(curl)
+# The end-to-end tests: network namespaces, WireGuard's tools and an independent implementation.
+command -v ip >/dev/null || missing+=(iproute2)
+command -v ping >/dev/null || missing+=(iputils-ping)
+command -v wg >/dev/null || missing+=(wireguard-tools)
+command -v wireguard-go >/dev/null || missing+=(wireguard-go)
 command -v runuser >/dev/null || missing+=(util-linux)
 
 if [ ${#missing[@]} -gt 0 ]; then

@@ -9,9 +9,10 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use watchgrid_wire::{
-    ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateTenant, CreateUser,
-    CreatedApiToken, ErrorBody, LoginRequest, LoginResponse, Page, RefreshRequest, Tenant,
-    UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
+    ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateOnboardingToken, CreatePlainDevice,
+    CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken, CreatedPlainDevice, Device,
+    DeviceStatus, ErrorBody, LoginRequest, LoginResponse, OnboardingToken, Page, RefreshRequest,
+    Tenant, UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
 };
 
 use crate::args::ServerUrl;
@@ -97,6 +98,38 @@ impl AuditQuery {
         add("since", self.since.clone());
         add("until", self.until.clone());
         add("scope", self.all_tenants.then(|| "all".to_string()));
+        pairs
+    }
+}
+
+/// The filters of `GET /api/devices`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    pub status: Option<DeviceStatus>,
+    pub tag: Option<String>,
+    /// Devices whose name contains this.
+    pub name: Option<String>,
+}
+
+impl DeviceQuery {
+    /// The query string's pairs, absent filters left out.
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        let mut pairs = Vec::new();
+        let mut add = |key: &'static str, value: Option<String>| {
+            if let Some(value) = value {
+                pairs.push((key, value));
+            }
+        };
+        add("limit", self.limit.map(|n| n.to_string()));
+        add("cursor", self.cursor.clone());
+        add(
+            "status",
+            self.status.map(|s| crate::args::status_name(s).to_string()),
+        );
+        add("tag", self.tag.clone());
+        add("name", self.name.clone());
         pairs
     }
 }
@@ -273,6 +306,72 @@ impl ApiClient {
 
     pub async fn audit(&mut self, query: &AuditQuery) -> Result<Page<AuditEntry>, CliError> {
         self.get(&["api", "audit"], &query.pairs()).await
+    }
+
+    pub async fn devices(&mut self, query: &DeviceQuery) -> Result<Page<Device>, CliError> {
+        self.get(&["api", "devices"], &query.pairs()).await
+    }
+
+    /// `POST /api/devices`: a plain WireGuard peer, without the agent.
+    pub async fn create_plain_device(
+        &mut self,
+        request: &CreatePlainDevice,
+    ) -> Result<CreatedPlainDevice, CliError> {
+        self.send_json(Method::POST, &["api", "devices"], request)
+            .await
+    }
+
+    pub async fn device(&mut self, id: &str) -> Result<Device, CliError> {
+        self.get(&["api", "devices", id], &[]).await
+    }
+
+    pub async fn update_device(
+        &mut self,
+        id: &str,
+        request: &UpdateDevice,
+    ) -> Result<Device, CliError> {
+        self.send_json(Method::PATCH, &["api", "devices", id], request)
+            .await
+    }
+
+    pub async fn delete_device(&mut self, id: &str) -> Result<(), CliError> {
+        self.delete(&["api", "devices", id]).await
+    }
+
+    /// `GET /api/devices/{id}/wireguard-config`: the device's wg-quick file (`text/plain`,
+    /// without the private key).
+    pub async fn device_wireguard_config(&mut self, id: &str) -> Result<String, CliError> {
+        let resp = self
+            .call(
+                Method::GET,
+                &["api", "devices", id, "wireguard-config"],
+                &[],
+                None,
+            )
+            .await?;
+        let body = self.body(resp).await?;
+        String::from_utf8(body).map_err(|_| {
+            CliError::Failed(format!(
+                "unexpected answer from {}: the configuration is not UTF-8 text",
+                self.server
+            ))
+        })
+    }
+
+    pub async fn onboarding_tokens(&mut self) -> Result<Vec<OnboardingToken>, CliError> {
+        self.get(&["api", "onboarding-tokens"], &[]).await
+    }
+
+    pub async fn create_onboarding_token(
+        &mut self,
+        request: &CreateOnboardingToken,
+    ) -> Result<CreatedOnboardingToken, CliError> {
+        self.send_json(Method::POST, &["api", "onboarding-tokens"], request)
+            .await
+    }
+
+    pub async fn revoke_onboarding_token(&mut self, id: &str) -> Result<(), CliError> {
+        self.delete(&["api", "onboarding-tokens", id]).await
     }
 
     // --- plumbing -------------------------------------------------------------------------
@@ -473,6 +572,12 @@ impl ApiClient {
     }
 
     async fn decode<T: DeserializeOwned>(&self, resp: Response) -> Result<T, CliError> {
+        let body = self.body(resp).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| CliError::Failed(format!("unexpected answer from {}: {e}", self.server)))
+    }
+
+    async fn body(&self, resp: Response) -> Result<Vec<u8>, CliError> {
         let body = resp.bytes().await.map_err(|e| {
             CliError::Failed(format!(
                 "lost the connection to {}: {}",
@@ -480,8 +585,7 @@ impl ApiClient {
                 transport_reason(&e)
             ))
         })?;
-        serde_json::from_slice(&body)
-            .map_err(|e| CliError::Failed(format!("unexpected answer from {}: {e}", self.server)))
+        Ok(body.to_vec())
     }
 
     /// The server's base URL with `segments` appended, each percent-encoded.

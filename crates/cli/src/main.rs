@@ -12,21 +12,22 @@ mod output;
 mod prompt;
 mod session;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
-use watchgrid_wire::Role;
+use watchgrid_wire::{DeviceStatus, Role};
 
-use crate::args::ServerUrl;
+use crate::args::{ServerUrl, TagList};
 use crate::error::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "watchgrid",
     version,
-    about = "Operate a Watchgrid server: log in, manage tenants, users and API tokens, read the \
-             audit log",
+    about = "Operate a Watchgrid server: log in, manage tenants, users, API tokens, devices and \
+             onboarding tokens, read the audit log",
     after_help = "Exit status: 0 success, 1 failure (server error, refused credentials, \
                   unreachable server), 2 bad arguments. See docs/cli.md.",
     arg_required_else_help = true
@@ -81,9 +82,12 @@ pub enum Command {
     /// Manage the users of the current tenant
     #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
     Users(UsersCommand),
-    /// Manage API tokens of the current tenant
+    /// Manage the API tokens and (tokens onboarding) the onboarding tokens of the tenant
     #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
     Tokens(TokensCommand),
+    /// Manage the devices of the current tenant
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Devices(DevicesCommand),
     /// Read the audit log, newest first
     Audit(AuditArgs),
     /// Show the versions of this client and of the server
@@ -197,6 +201,138 @@ pub enum TokensCommand {
     },
     /// Revoke an API token
     Revoke { id: String },
+    /// Manage onboarding tokens: the secrets devices enroll with (watchgrid-agent enroll)
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Onboarding(OnboardingCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OnboardingCommand {
+    /// List the tenant's onboarding tokens
+    List,
+    /// Create an onboarding token; its secret is shown only once
+    Create {
+        /// What the token is for (at most 200 characters)
+        #[arg(long, value_name = "TEXT", value_parser = args::description)]
+        description: Option<String>,
+        /// How many devices may enroll with it (1-100000) [default: the server's, 1]
+        #[arg(long, value_name = "N", value_parser = args::max_uses)]
+        max_uses: Option<u32>,
+        /// Expire after this many hours (1-8760) [default: the server's, 24]
+        #[arg(long, value_name = "H", value_parser = args::hours)]
+        expires_in_hours: Option<u32>,
+        /// Give every device it enrolls this tag (repeatable, or comma-separated)
+        #[arg(
+            long = "tag",
+            value_name = "TAG",
+            value_parser = args::tag,
+            value_delimiter = ','
+        )]
+        tags: Vec<String>,
+    },
+    /// Revoke an onboarding token: no device can enroll with it any more
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// List the tenant's devices, by name
+    List(DevicesListArgs),
+    /// Show one device
+    Show {
+        /// The device's id or name
+        #[arg(value_parser = args::device_ref)]
+        device: String,
+    },
+    /// Rename a device (its Magic DNS name follows)
+    Rename {
+        /// The device's id or name
+        #[arg(value_parser = args::device_ref)]
+        device: String,
+        /// 1-63 lower-case letters, digits and '-', not starting or ending with '-'
+        #[arg(value_parser = args::device_name)]
+        new_name: String,
+    },
+    /// Change a device's tags
+    Tag {
+        /// The device's id or name
+        #[arg(value_parser = args::device_ref)]
+        device: String,
+        #[command(flatten)]
+        change: TagChange,
+    },
+    /// Delete a device: its WireGuard peer is removed and its credential stops working
+    Delete {
+        /// The device's id or name
+        #[arg(value_parser = args::device_ref)]
+        device: String,
+    },
+    /// Add a device without the agent (a phone, a router) and get its wg-quick file
+    AddPlain {
+        /// 1-63 lower-case letters, digits and '-', not starting or ending with '-'
+        #[arg(value_parser = args::device_name)]
+        name: String,
+        /// Give the device this tag (repeatable, or comma-separated)
+        #[arg(
+            long = "tag",
+            value_name = "TAG",
+            value_parser = args::tag,
+            value_delimiter = ','
+        )]
+        tags: Vec<String>,
+        /// The device's WireGuard public key [default: the server generates a key pair and
+        /// the file holds its private key]
+        #[arg(long, value_name = "KEY", value_parser = args::public_key)]
+        public_key: Option<String>,
+        /// Write the wg-quick file here (mode 0600) instead of standard output
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Print or save a device's wg-quick file (without the private key)
+    Config {
+        /// The device's id or name
+        #[arg(value_parser = args::device_ref)]
+        device: String,
+        /// Write the wg-quick file here (mode 0600) instead of standard output
+        #[arg(long, short = 'o', value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct DevicesListArgs {
+    /// Only devices with this status: online, offline, pending or unknown
+    #[arg(long, value_name = "STATUS", value_parser = args::device_status)]
+    pub status: Option<DeviceStatus>,
+    /// Only devices with this tag
+    #[arg(long, value_name = "TAG", value_parser = args::tag)]
+    pub tag: Option<String>,
+    /// Only devices whose name contains this
+    #[arg(long, value_name = "TEXT", value_parser = args::name_filter)]
+    pub name: Option<String>,
+    /// Show only the first N devices (1-500) [default: every device]
+    #[arg(long, value_name = "N", value_parser = args::limit)]
+    pub limit: Option<u32>,
+}
+
+/// How `devices tag` changes the tags: replace them all, or add and remove some.
+#[derive(Debug, Args)]
+#[group(id = "change", required = true, multiple = true)]
+pub struct TagChange {
+    /// Replace every tag with these (comma-separated; '' for none)
+    #[arg(
+        long,
+        value_name = "TAGS",
+        value_parser = args::tag_list,
+        conflicts_with_all = ["add", "remove"]
+    )]
+    pub set: Option<TagList>,
+    /// Add this tag (repeatable, or comma-separated)
+    #[arg(long, value_name = "TAG", value_parser = args::tag, value_delimiter = ',')]
+    pub add: Vec<String>,
+    /// Remove this tag (repeatable, or comma-separated)
+    #[arg(long, value_name = "TAG", value_parser = args::tag, value_delimiter = ',')]
+    pub remove: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -396,6 +532,156 @@ mod tests {
             assert_eq!(code, 2);
             assert!(!line.contains('\n'), "{line}");
         }
+    }
+
+    #[test]
+    fn device_arguments_are_checked_locally() {
+        assert_eq!(
+            rejected(&["devices", "rename", "laptop", "Bad_Name"]),
+            (
+                "invalid value \"Bad_Name\" for 'NEW_NAME': expected a device name: 1-63 \
+                 lower-case letters, digits and '-', not starting or ending with '-'"
+                    .to_string(),
+                2
+            )
+        );
+        assert_eq!(
+            rejected(&["devices", "add-plain", "-phone"]).1,
+            2,
+            "a leading '-' is not a name"
+        );
+        assert_eq!(
+            rejected(&["devices", "add-plain", "phone", "--tag", "ok,Not-OK"]).0,
+            "invalid value \"Not-OK\" for '--tag': expected a tag: 1-63 lower-case letters, \
+             digits, '-', '_', '.' or ':'"
+        );
+        assert_eq!(
+            rejected(&["devices", "add-plain", "phone", "--public-key", "abc"]).0,
+            "invalid value \"abc\" for '--public-key': expected a WireGuard public key: 32 \
+             bytes in base64, as printed by wg pubkey"
+        );
+        assert_eq!(
+            rejected(&["devices", "list", "--status", "up"]).0,
+            "invalid value \"up\" for '--status': expected online, offline, pending or unknown"
+        );
+        assert_eq!(
+            rejected(&["devices", "list", "--limit", "0"]).0,
+            "invalid value \"0\" for '--limit': expected a whole number from 1 to 500"
+        );
+        assert!(rejected(&["devices", "show", "My Laptop"])
+            .0
+            .starts_with("invalid value \"My Laptop\" for 'DEVICE': "));
+        assert!(rejected(&["devices", "tag", "laptop", "--set", "a,B"])
+            .0
+            .starts_with("invalid value \"a,B\" for '--set': \"B\" is not a tag"));
+    }
+
+    #[test]
+    fn tag_changes_need_one_kind_of_change() {
+        let (line, code) = rejected(&["devices", "tag", "laptop"]);
+        assert_eq!(code, 2);
+        assert_eq!(
+            line,
+            "missing required argument: one of '--set', '--add' or '--remove'"
+        );
+        let (line, code) = rejected(&["devices", "tag", "laptop", "--set", "a", "--add", "b"]);
+        assert_eq!(code, 2);
+        assert!(line.contains("--set") && line.contains("--add"), "{line}");
+        let cli = Cli::try_parse_from([
+            "watchgrid",
+            "devices",
+            "tag",
+            "laptop",
+            "--add",
+            "a,b",
+            "--add",
+            "c",
+            "--remove",
+            "d",
+        ])
+        .unwrap();
+        let Command::Devices(DevicesCommand::Tag { device, change }) = cli.command else {
+            panic!("not devices tag: {cli:?}");
+        };
+        assert_eq!(device, "laptop");
+        assert_eq!(change.add, ["a", "b", "c"]);
+        assert_eq!(change.remove, ["d"]);
+        assert_eq!(change.set, None);
+        let cli =
+            Cli::try_parse_from(["watchgrid", "devices", "tag", "laptop", "--set", ""]).unwrap();
+        let Command::Devices(DevicesCommand::Tag { change, .. }) = cli.command else {
+            panic!("not devices tag: {cli:?}");
+        };
+        assert_eq!(change.set, Some(TagList(vec![])));
+    }
+
+    #[test]
+    fn onboarding_tokens_live_beside_api_tokens() {
+        assert_eq!(
+            rejected(&["tokens", "onboarding", "create", "--max-uses", "0"]),
+            (
+                "invalid value \"0\" for '--max-uses': expected a whole number from 1 to 100000"
+                    .to_string(),
+                2
+            )
+        );
+        assert_eq!(
+            rejected(&[
+                "tokens",
+                "onboarding",
+                "create",
+                "--expires-in-hours",
+                "8761"
+            ])
+            .0,
+            "invalid value \"8761\" for '--expires-in-hours': expected a number of hours from \
+             1 to 8760"
+        );
+        assert_eq!(
+            rejected(&["tokens", "onboarding", "create", "--tag", "A"]).0,
+            "invalid value \"A\" for '--tag': expected a tag: 1-63 lower-case letters, digits, \
+             '-', '_', '.' or ':'"
+        );
+        let cli = Cli::try_parse_from([
+            "watchgrid",
+            "tokens",
+            "onboarding",
+            "create",
+            "--description",
+            "lab",
+            "--max-uses",
+            "5",
+            "--tag",
+            "lab",
+            "--tag",
+            "site:fra",
+        ])
+        .unwrap();
+        let Command::Tokens(TokensCommand::Onboarding(OnboardingCommand::Create {
+            description,
+            max_uses,
+            expires_in_hours,
+            tags,
+        })) = cli.command
+        else {
+            panic!("not tokens onboarding create: {cli:?}");
+        };
+        assert_eq!(description.as_deref(), Some("lab"));
+        assert_eq!(max_uses, Some(5));
+        assert_eq!(expires_in_hours, None);
+        assert_eq!(tags, ["lab", "site:fra"]);
+        // The API token commands are as they were.
+        let cli = Cli::try_parse_from(["watchgrid", "tokens", "create", "ci", "--role", "viewer"])
+            .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Tokens(TokensCommand::Create { .. })
+        ));
+        let cli = Cli::try_parse_from(["watchgrid", "tokens", "revoke", "k1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Tokens(TokensCommand::Revoke { .. })
+        ));
     }
 
     #[test]

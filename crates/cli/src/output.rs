@@ -1,12 +1,15 @@
 //! What commands print: aligned tables with a header row, `key  value` lists, pretty JSON, and
-//! notes on stderr. Text from the server is escaped so it cannot drive the terminal.
+//! notes on stderr. Text from the server is escaped so it cannot drive the terminal. Files
+//! that may hold a secret (a wg-quick file) are written 0600 with [`PrivateFile`].
 
+use std::fs;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::error::CliError;
+use crate::error::{io_text, CliError};
 
 /// Columns are separated by this many spaces.
 const GAP: usize = 2;
@@ -89,6 +92,20 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// A multi-line text (a configuration file) with its line breaks and tabs kept and every
+/// other control character escaped, as [`escape`] does.
+pub fn escape_text(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() && c != '\n' && c != '\t' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// An RFC 3339 time from the server as `2025-01-31 09:00:00Z`; anything else as it is.
 pub fn time(text: &str) -> String {
     match DateTime::parse_from_rfc3339(text) {
@@ -135,9 +152,203 @@ pub fn note(text: &str) {
     eprintln!("{text}");
 }
 
+/// A file that will hold a secret, such as a wg-quick file with its private key.
+///
+/// [`PrivateFile::create`] makes a temporary file, mode 0600, next to the target before the
+/// request that produces the secret: an unwritable directory then fails before anything
+/// changes on the server, and the secret is never lost to it. [`PrivateFile::commit`] writes
+/// the content and renames the temporary file over the target, so the target is 0600 from
+/// its first byte even when it existed before. Dropped without a commit, the temporary file
+/// is removed.
+#[derive(Debug)]
+pub struct PrivateFile {
+    path: PathBuf,
+    temp: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl PrivateFile {
+    pub fn create(path: &Path) -> Result<PrivateFile, CliError> {
+        let failed =
+            |why: String| CliError::Failed(format!("cannot write {}: {why}", path.display()));
+        if path.is_dir() {
+            return Err(failed("it is a directory".to_string()));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| failed("not a file name".to_string()))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let temp = dir.join(format!(
+            ".{}.{}.{}.tmp",
+            name.to_string_lossy(),
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        ));
+        let mut options = fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            options.mode(0o600);
+        }
+        let file = options.open(&temp).map_err(|e| failed(io_text(&e)))?;
+        let file = PrivateFile {
+            path: path.to_path_buf(),
+            temp,
+            file: Some(file),
+        };
+        // The umask can only remove bits; set the mode exactly anyway.
+        crate::session::set_mode(&file.temp, 0o600).map_err(|e| failed(io_text(&e)))?;
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Write `bytes` and move the file into place. If only the rename fails, the content is
+    /// left in the temporary file, which the error names.
+    pub fn commit(mut self, bytes: &[u8]) -> Result<(), CliError> {
+        let failed =
+            |why: String| CliError::Failed(format!("cannot write {}: {why}", self.path.display()));
+        let mut file = self
+            .file
+            .take()
+            .ok_or_else(|| failed("already written".to_string()))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| failed(io_text(&e)))?;
+        drop(file);
+        if let Err(e) = fs::rename(&self.temp, &self.path) {
+            let kept = std::mem::take(&mut self.temp);
+            return Err(failed(format!(
+                "{}; the content is in {} (mode 0600)",
+                io_text(&e),
+                kept.display()
+            )));
+        }
+        self.temp = PathBuf::new();
+        Ok(())
+    }
+}
+
+impl Drop for PrivateFile {
+    fn drop(&mut self) {
+        if !self.temp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test should fail loudly on any unexpected error"
+    )]
+
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    /// The names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_private_file_is_written_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.conf");
+        let file = PrivateFile::create(&path).unwrap();
+        // Until the commit only the temporary file exists, already 0600.
+        let pending = names(dir.path());
+        assert_eq!(pending.len(), 1);
+        assert!(pending[0].starts_with(".phone.conf."), "{pending:?}");
+        assert_eq!(mode(&dir.path().join(&pending[0])), 0o600);
+
+        file.commit(b"[Interface]\nPrivateKey = k\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "[Interface]\nPrivateKey = k\n"
+        );
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(names(dir.path()), ["phone.conf"]);
+    }
+
+    #[test]
+    fn an_existing_readable_file_is_replaced_by_a_private_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.conf");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        PrivateFile::create(&path).unwrap().commit(b"new").unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new");
+        assert_eq!(mode(&path), 0o600);
+    }
+
+    #[test]
+    fn an_uncommitted_private_file_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.conf");
+        drop(PrivateFile::create(&path).unwrap());
+        assert!(names(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn a_private_file_that_cannot_be_written_fails_before_any_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = PrivateFile::create(dir.path()).unwrap_err();
+        assert!(err.one_line().ends_with("it is a directory"), "{err}");
+        let missing = dir.path().join("no").join("such").join("phone.conf");
+        let err = PrivateFile::create(&missing).unwrap_err();
+        assert_eq!(err.exit_code(), 1);
+        assert!(
+            err.one_line()
+                .starts_with(&format!("cannot write {}: ", missing.display())),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_failed_rename_keeps_the_content_and_says_where() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("phone.conf");
+        let file = PrivateFile::create(&path).unwrap();
+        // A directory appears at the target between create and commit.
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("x"), "").unwrap();
+        let err = file.commit(b"secret").unwrap_err().one_line();
+        assert!(err.contains("the content is in "), "{err}");
+        let kept: Vec<String> = names(dir.path())
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp"))
+            .collect();
+        assert_eq!(kept.len(), 1, "{err}");
+        let kept = dir.path().join(&kept[0]);
+        assert_eq!(fs::read_to_string(&kept).unwrap(), "secret");
+        assert_eq!(mode(&kept), 0o600);
+    }
+
+    #[test]
+    fn configuration_text_keeps_its_lines() {
+        assert_eq!(
+            escape_text("[Interface]\n\tAddress = x\u{1b}[2J\n"),
+            "[Interface]\n\tAddress = x\\u{1b}[2J\n"
+        );
+    }
 
     #[test]
     fn columns_align_and_lines_have_no_trailing_space() {

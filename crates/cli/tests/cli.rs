@@ -51,7 +51,8 @@ fn help_lists_the_commands() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
     for command in [
-        "login", "logout", "whoami", "password", "tenants", "users", "tokens", "audit", "version",
+        "login", "logout", "whoami", "password", "tenants", "users", "tokens", "devices", "audit",
+        "version",
     ] {
         assert!(text.contains(command), "{command} missing from {text}");
     }
@@ -60,6 +61,74 @@ fn help_lists_the_commands() {
     let (out, _dir) = watchgrid(&["users", "add", "--help"]);
     assert_eq!(out.status.code(), Some(0));
     assert!(stdout(&out).contains("--password-stdin"));
+
+    let (out, _dir) = watchgrid(&["tokens", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for command in ["list", "create", "revoke", "onboarding"] {
+        assert!(text.contains(command), "{command} missing from {text}");
+    }
+
+    let (out, _dir) = watchgrid(&["devices", "--help"]);
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for command in [
+        "list",
+        "show",
+        "rename",
+        "tag",
+        "delete",
+        "add-plain",
+        "config",
+    ] {
+        assert!(text.contains(command), "{command} missing from {text}");
+    }
+}
+
+#[test]
+fn device_arguments_are_checked_before_any_request() {
+    let (out, _dir) = watchgrid(&["--server", CLOSED, "devices", "rename", "laptop", "-x"]);
+    assert_eq!(out.status.code(), Some(2));
+    let (out, _dir) = watchgrid(&["--server", CLOSED, "devices", "rename", "laptop", "Laptop"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("'NEW_NAME'"));
+    let (out, _dir) = watchgrid(&[
+        "--server",
+        CLOSED,
+        "tokens",
+        "onboarding",
+        "create",
+        "--max-uses",
+        "100001",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(one_error_line(&out).contains("'--max-uses'"));
+}
+
+#[test]
+fn an_unwritable_output_file_fails_before_the_device_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("missing").join("phone.conf");
+    let (out, _config) = watchgrid(&[
+        "--server",
+        CLOSED,
+        "--token",
+        "wgt_x",
+        "devices",
+        "add-plain",
+        "phone",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    // The file is the problem, not the (unreachable) server: nothing was sent.
+    assert_eq!(
+        one_error_line(&out),
+        format!(
+            "watchgrid: cannot write {}: no such file or directory",
+            file.display()
+        )
+    );
 }
 
 #[test]

@@ -1,6 +1,7 @@
-//! The `watchgrid` CLI against a real `watchgrid-server` (SQLite, a fresh data directory):
-//! log in, list and add users, read the audit log, use API tokens, log out; and the errors a
-//! user sees for a wrong password, an unreachable server and a bad argument.
+//! The `watchgrid` CLI against a real `watchgrid-server` (SQLite, a fresh data directory, no
+//! WireGuard interface: `WATCHGRID_WG_BACKEND=none`): log in, list and add users, read the
+//! audit log, use API tokens, log out; onboarding tokens and devices; and the errors a user
+//! sees for a wrong password, an unreachable server, an unknown device and a bad argument.
 
 #![forbid(unsafe_code)]
 #![allow(
@@ -54,6 +55,8 @@ fn start_server() -> Server {
         .env_clear()
         .env("WATCHGRID_LISTEN", format!("127.0.0.1:{port}"))
         .env("ADMIN_PASSWORD", ADMIN_PASSWORD)
+        // No WireGuard interface: the control plane only.
+        .env("WATCHGRID_WG_BACKEND", "none")
         .current_dir(dir.path())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -274,5 +277,309 @@ fn an_operator_session_end_to_end() {
     assert!(
         line.contains("cannot reach") && line.contains(url),
         "{line}"
+    );
+}
+
+/// Log `cli` in to `url` as the administrator.
+fn login(cli: &Cli, url: &str) {
+    cli.ok(
+        &[
+            "--server",
+            url,
+            "login",
+            "--username",
+            "admin",
+            "--password-stdin",
+        ],
+        &format!("{ADMIN_PASSWORD}\n"),
+    );
+}
+
+/// Any 32 bytes in base64 make a WireGuard public key as far as the server can tell.
+const AGENT_KEY: &str = "MsFOkrCrPb/saX3s6N3LSEW4svOJSSVYV46mweRelVs=";
+
+/// `POST /api/agent/register` as `watchgrid-agent enroll` sends it; the status and the body.
+fn register(url: &str, token: &str, hostname: &str) -> (u16, serde_json::Value) {
+    let body = serde_json::json!({
+        "token": token,
+        "hostname": hostname,
+        "os": "linux",
+        "agent_version": "0.1.0",
+        "wg_public_key": AGENT_KEY,
+    });
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &body.to_string(),
+            &format!("{url}/api/agent/register"),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    (
+        status.trim().parse().unwrap(),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A wg-quick file as sections of `key = value` lines (comments and blank lines skipped);
+/// panics on anything else.
+fn wg_quick(text: &str) -> Vec<(String, Vec<(String, String)>)> {
+    let mut sections: Vec<(String, Vec<(String, String)>)> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            sections.push((name.to_owned(), Vec::new()));
+            continue;
+        }
+        let (key, value) = line.split_once('=').unwrap_or_else(|| panic!("{line:?}"));
+        let section = sections.last_mut().unwrap_or_else(|| panic!("{line:?}"));
+        section
+            .1
+            .push((key.trim().to_owned(), value.trim().to_owned()));
+    }
+    sections
+}
+
+fn value<'a>(section: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    section
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The line of `table` naming `name` in its first column.
+fn row<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+}
+
+#[test]
+fn devices_end_to_end() {
+    let server = start_server();
+    let url = server.url.as_str();
+    let cli = Cli::new();
+    login(&cli, url);
+
+    // An onboarding token: the secret alone on stdout, the enroll command on stderr.
+    let out = cli.run(
+        &[
+            "tokens",
+            "onboarding",
+            "create",
+            "--description",
+            "e2e batch",
+            "--max-uses",
+            "5",
+            "--tag",
+            "lab",
+        ],
+        "",
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(secret.starts_with("wgo_"), "{secret}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "watchgrid-agent enroll --server {url} --token {secret}"
+        )),
+        "{stderr}"
+    );
+    let tokens = cli.ok(&["tokens", "onboarding", "list"], "");
+    let line = tokens
+        .lines()
+        .find(|l| l.contains("e2e batch"))
+        .unwrap_or_else(|| panic!("{tokens}"));
+    assert!(
+        line.contains("0/5") && line.contains("lab") && line.ends_with("active"),
+        "{line}"
+    );
+    // API tokens are listed apart, as before.
+    assert!(!cli.ok(&["tokens", "list"], "").contains("e2e batch"));
+
+    // A device enrolls (as watchgrid-agent enroll would) and is pending until its first
+    // heartbeat.
+    let (status, answer) = register(url, &secret, "build-host");
+    assert_eq!(status, 200, "{answer}");
+    let name = answer["device_name"].as_str().unwrap().to_owned();
+    let id = answer["device_id"].as_str().unwrap().to_owned();
+    let list = cli.ok(&["devices", "list"], "");
+    assert!(list.starts_with("NAME "), "{list}");
+    let line = row(&list, &name).unwrap_or_else(|| panic!("{list}"));
+    for part in ["pending", "agent", "lab", "never", id.as_str()] {
+        assert!(line.contains(part), "{part} missing from {line:?}");
+    }
+    assert!(row(
+        &cli.ok(&["devices", "list", "--status", "pending"], ""),
+        &name
+    )
+    .is_some());
+    assert!(row(
+        &cli.ok(&["devices", "list", "--status", "online"], ""),
+        &name
+    )
+    .is_none());
+    let tokens = cli.ok(&["tokens", "onboarding", "list"], "");
+    assert!(tokens.contains("1/5"), "{tokens}");
+
+    // Rename by name; the old name is then unknown.
+    let renamed = cli.ok(&["devices", "rename", &name, "builder-1"], "");
+    assert!(renamed.contains("builder-1"), "{renamed}");
+    let gone = cli.run(&["devices", "show", &name], "", &[]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert_eq!(
+        error_line(&gone),
+        format!("watchgrid: device {name} not found in the current tenant")
+    );
+
+    // Tag by id; show by name.
+    cli.ok(&["devices", "tag", &id, "--add", "site:fra"], "");
+    let shown = cli.ok(&["devices", "show", "builder-1"], "");
+    assert!(
+        shown
+            .lines()
+            .any(|l| l.starts_with("tags") && l.ends_with("lab,site:fra")),
+        "{shown}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["--json", "devices", "show", &id], "")).unwrap();
+    assert_eq!(json["name"], "builder-1");
+    assert_eq!(json["tags"], serde_json::json!(["lab", "site:fra"]));
+    assert_eq!(json["status"], "pending");
+
+    // A plain peer: its wg-quick file, with the private key, written 0600.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("phone.conf");
+    let added = cli.ok(
+        &[
+            "devices",
+            "add-plain",
+            "phone",
+            "--tag",
+            "mobile",
+            "--output",
+            file.to_str().unwrap(),
+        ],
+        "",
+    );
+    assert!(added.contains("phone") && added.contains("0600"), "{added}");
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let sections = wg_quick(&text);
+    let names: Vec<&str> = sections.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["Interface", "Peer"], "{text}");
+    let interface = &sections[0].1;
+    let peer = &sections[1].1;
+    assert_eq!(
+        value(interface, "PrivateKey").map(str::len),
+        Some(44),
+        "{text}"
+    );
+    assert!(
+        value(interface, "Address").is_some_and(|a| a.ends_with("/32")),
+        "{text}"
+    );
+    for key in ["PublicKey", "Endpoint", "AllowedIPs"] {
+        assert!(value(peer, key).is_some(), "{key} missing from {text}");
+    }
+    let plain = cli.ok(&["devices", "list", "--tag", "mobile"], "");
+    assert_eq!(plain.lines().count(), 2, "{plain}");
+    let line = row(&plain, "phone").unwrap_or_else(|| panic!("{plain}"));
+    assert!(line.contains("unknown") && line.contains("plain"), "{line}");
+    // Downloaded again later, the file has no private key.
+    let again = cli.ok(&["devices", "config", "phone"], "");
+    assert!(
+        !again.contains(value(interface, "PrivateKey").unwrap()),
+        "{again}"
+    );
+    assert_eq!(wg_quick(&again).len(), 2, "{again}");
+    assert_eq!(
+        value(&wg_quick(&again)[1].1, "PublicKey"),
+        value(peer, "PublicKey")
+    );
+
+    // Local validation: exit 2, one line naming the argument, nothing sent.
+    let bad = cli.run(&["devices", "rename", "phone", "Bad_Name"], "", &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(error_line(&bad).contains("'NEW_NAME'"));
+    let bad = cli.run(
+        &["tokens", "onboarding", "create", "--expires-in-hours", "0"],
+        "",
+        &[],
+    );
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(error_line(&bad).contains("'--expires-in-hours'"));
+
+    // Delete both.
+    let deleted = cli.ok(&["devices", "delete", "builder-1"], "");
+    assert!(deleted.contains(&id), "{deleted}");
+    cli.ok(&["devices", "delete", "phone"], "");
+    let list = cli.ok(&["devices", "list"], "");
+    assert_eq!(list.lines().count(), 1, "{list}");
+    let json: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["--json", "devices", "list"], "")).unwrap();
+    assert_eq!(json, serde_json::json!([]));
+
+    // A revoked onboarding token no longer registers anything.
+    let second = cli.ok(
+        &[
+            "tokens",
+            "onboarding",
+            "create",
+            "--description",
+            "revoke me",
+        ],
+        "",
+    );
+    let second = second.trim();
+    let listed: serde_json::Value =
+        serde_json::from_str(&cli.ok(&["--json", "tokens", "onboarding", "list"], "")).unwrap();
+    let token_id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["description"] == "revoke me")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let revoked = cli.ok(&["tokens", "onboarding", "revoke", &token_id], "");
+    assert!(revoked.contains(&token_id), "{revoked}");
+    let (status, answer) = register(url, second, "late-host");
+    assert_eq!(status, 401, "{answer}");
+    let tokens = cli.ok(&["tokens", "onboarding", "list"], "");
+    let line = tokens
+        .lines()
+        .find(|l| l.contains("revoke me"))
+        .unwrap_or_else(|| panic!("{tokens}"));
+    assert!(line.ends_with("revoked"), "{line}");
+    let missing = cli.run(&["tokens", "onboarding", "revoke", &id], "", &[]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert_eq!(
+        error_line(&missing),
+        format!("watchgrid: onboarding token {id} not found in the current tenant")
     );
 }

@@ -141,8 +141,44 @@ pub struct Config {
     pub rate_limits: crate::ratelimit::Capacities,
     /// Audit rows older than this many days are deleted.
     pub audit_retention_days: u32,
+    pub fleet: FleetConfig,
     /// Things worth telling the operator once logging is up (generated secrets, defaults).
     pub warnings: Vec<String>,
+}
+
+/// The WireGuard hub and the agent protocol.
+#[derive(Debug, Clone)]
+pub struct FleetConfig {
+    /// The overlay network; its first address is the server's.
+    pub overlay: ipnet::Ipv4Net,
+    pub interface: String,
+    pub listen_port: u16,
+    /// `host:port` agents dial.
+    pub endpoint: String,
+    /// The server's WireGuard key and config (wg-quick format, mode 0600).
+    pub wg_config: PathBuf,
+    pub backend: WgBackendChoice,
+    /// Where the agent API listens: the server's overlay address.
+    pub agent_listen: SocketAddr,
+    pub heartbeat_interval_secs: u32,
+}
+
+impl FleetConfig {
+    /// The server's address on the overlay: the network's first host.
+    pub fn server_ip(&self) -> std::net::Ipv4Addr {
+        std::net::Ipv4Addr::from(u32::from(self.overlay.network()) + 1)
+    }
+}
+
+/// Which WireGuard implementation drives the hub interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WgBackendChoice {
+    /// The kernel module when the host has it, else userspace (boringtun).
+    Auto,
+    Kernel,
+    Userspace,
+    /// This replica drives no interface (an API-only replica, or a benchmark).
+    None,
 }
 
 /// Every problem found in the configuration.
@@ -386,6 +422,8 @@ impl Config {
                 .ok_or_else(|| "must be a whole number of days from 1 to 36500".to_owned())
         });
 
+        let fleet = read_fleet(&mut r, mode, &data_dir, &frontend_host);
+
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
@@ -411,6 +449,7 @@ impl Config {
             trusted_proxies,
             rate_limits,
             audit_retention_days,
+            fleet,
             warnings: Vec::new(),
         };
 
@@ -488,6 +527,96 @@ impl Config {
     /// `JWT_SECRET`, present after a successful [`Config::load`] with secret generation.
     pub fn jwt_secret(&self) -> Option<&Secret> {
         self.jwt_secret.as_ref()
+    }
+}
+
+fn read_fleet(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, frontend_host: &str) -> FleetConfig {
+    let default_overlay: ipnet::Ipv4Net = "100.64.0.0/10".parse().unwrap_or_default();
+    let overlay = r.parse("WATCHGRID_OVERLAY_CIDR", default_overlay, |v| {
+        let net: ipnet::Ipv4Net = v
+            .parse()
+            .map_err(|_| "must be an IPv4 network such as 100.64.0.0/10".to_owned())?;
+        if net.prefix_len() > 29 {
+            return Err("is too small: use a prefix of /29 or shorter".into());
+        }
+        Ok(net.trunc())
+    });
+    let interface = r.parse("WATCHGRID_WG_INTERFACE", "wg0".to_owned(), |v| {
+        if !v.is_empty()
+            && v.len() <= 15
+            && v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_=+.-".contains(c))
+        {
+            Ok(v.to_owned())
+        } else {
+            Err("must be an interface name of 1-15 letters, digits and _=+.-".into())
+        }
+    });
+    let listen_port = r.parse("WATCHGRID_WG_LISTEN_PORT", 51820u16, |v| {
+        v.parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| "must be a UDP port from 1 to 65535".to_owned())
+    });
+    let host_only = match frontend_host.rsplit_once(':') {
+        Some((host, port)) if port.parse::<u16>().is_ok() && !host.contains(':') => host,
+        Some((host, port)) if port.parse::<u16>().is_ok() && host.ends_with(']') => host,
+        _ => frontend_host,
+    };
+    let endpoint = r.parse(
+        "WATCHGRID_WG_ENDPOINT",
+        format!("{host_only}:{listen_port}"),
+        |v| match v.rsplit_once(':') {
+            Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p != 0) => {
+                Ok(v.to_owned())
+            }
+            _ => Err("must be host:port, e.g. vpn.example.com:51820".into()),
+        },
+    );
+    let default_wg_config = match mode {
+        Mode::Production => PathBuf::from("/etc/wireguard/wg0.conf"),
+        Mode::Development => data_dir.join("wg0.conf"),
+    };
+    let wg_config = r
+        .get("WATCHGRID_WG_CONFIG")
+        .map_or(default_wg_config, PathBuf::from);
+    // Development servers do not create network interfaces on a developer's machine unless
+    // asked to; production servers are the WireGuard hub by default.
+    let default_backend = match mode {
+        Mode::Production => WgBackendChoice::Auto,
+        Mode::Development => WgBackendChoice::None,
+    };
+    let backend = r.parse("WATCHGRID_WG_BACKEND", default_backend, |v| match v {
+        "auto" => Ok(WgBackendChoice::Auto),
+        "kernel" => Ok(WgBackendChoice::Kernel),
+        "userspace" => Ok(WgBackendChoice::Userspace),
+        "none" => Ok(WgBackendChoice::None),
+        _ => Err("must be auto, kernel, userspace or none".into()),
+    });
+    let server_ip = std::net::Ipv4Addr::from(u32::from(overlay.network()) + 1);
+    let agent_listen = r.parse(
+        "WATCHGRID_AGENT_LISTEN",
+        SocketAddr::from((server_ip, 8081)),
+        |v| {
+            SocketAddr::from_str(v)
+                .map_err(|_| "must be an address and port such as 100.64.0.1:8081".into())
+        },
+    );
+    let heartbeat_interval_secs = r.parse("WATCHGRID_HEARTBEAT_INTERVAL_SECS", 30u32, |v| {
+        v.parse::<u32>()
+            .ok()
+            .filter(|s| (5..=3600).contains(s))
+            .ok_or_else(|| "must be a whole number of seconds from 5 to 3600".to_owned())
+    });
+    FleetConfig {
+        overlay,
+        interface,
+        listen_port,
+        endpoint,
+        wg_config,
+        backend,
+        agent_listen,
+        heartbeat_interval_secs,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod metrics;

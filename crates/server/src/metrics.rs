@@ -76,7 +76,26 @@ pub struct Metrics {
     db_in_use: Gauge<i64, AtomicI64>,
     rate_limit_rejections: Family<LimiterLabels, Counter>,
     login_failures: Family<ReasonLabels, Counter>,
+    wireguard_peers: Gauge<i64, AtomicI64>,
+    pub agent_heartbeats: Counter,
+    registrations: Family<ResultLabels, Counter>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+/// Outcomes of `POST /api/agent/register`, the `result` label.
+pub const REGISTRATION_RESULTS: [&str; 7] = [
+    "ok",
+    "invalid_token",
+    "expired_token",
+    "revoked_token",
+    "used_up_token",
+    "addresses_exhausted",
+    "invalid_request",
+];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -126,6 +145,27 @@ impl Metrics {
             "Failed login attempts, by reason",
             login_failures.clone(),
         );
+        let wireguard_peers = Gauge::default();
+        registry.register(
+            "watchgrid_wireguard_peers",
+            "Peers on the server's WireGuard interface",
+            wireguard_peers.clone(),
+        );
+        let agent_heartbeats = Counter::default();
+        registry.register(
+            "watchgrid_agent_heartbeats",
+            "Heartbeats received from agents",
+            agent_heartbeats.clone(),
+        );
+        let registrations = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "watchgrid_registrations",
+            "Device registrations, by result",
+            registrations.clone(),
+        );
+        for result in REGISTRATION_RESULTS {
+            let _ = registrations.get_or_create(&ResultLabels { result });
+        }
         // Every label value exists from the start, at 0, so rate() and alerts work at once.
         for limiter in crate::ratelimit::Limiter::ALL {
             let _ = rate_limit_rejections.get_or_create(&LimiterLabels {
@@ -145,7 +185,25 @@ impl Metrics {
             db_in_use,
             rate_limit_rejections,
             login_failures,
+            wireguard_peers,
+            agent_heartbeats,
+            registrations,
         }
+    }
+
+    pub fn wireguard_peers_set(&self, peers: i64) {
+        self.wireguard_peers.set(peers);
+    }
+
+    pub fn wireguard_peers_add(&self, delta: i64) {
+        self.wireguard_peers.inc_by(delta);
+    }
+
+    /// Count a registration outcome (one of [`REGISTRATION_RESULTS`]).
+    pub fn registration(&self, result: &'static str) {
+        self.registrations
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     pub fn rate_limit_rejected(&self, limiter: crate::ratelimit::Limiter) {

@@ -46,6 +46,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 background.db.clone(),
                 background.config.audit_retention_days,
             ));
+            start_fleet(&background);
         }
     });
     let limits = state.limits.clone();
@@ -60,6 +61,41 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     db.close().await;
     tracing::info!("watchgrid-server stopped");
     Ok(())
+}
+
+/// The fleet's background work, once the database and the device index are ready: the
+/// WireGuard hub, the heartbeat flusher and the agent API listener.
+pub fn start_fleet(state: &AppState) {
+    let fleet = state.fleet.clone();
+    tokio::spawn(fleet.hub.clone().run(fleet.clone()));
+    let (flusher, db) = (fleet.clone(), state.db.clone());
+    tokio::spawn(async move { flusher.heartbeats.run_flusher(db).await });
+    tokio::spawn(serve_agent_api(state.clone()));
+}
+
+/// Serve the agent API on the server's overlay address. The address exists only once the
+/// WireGuard interface is up, so binding is retried until it works.
+pub async fn serve_agent_api(state: AppState) {
+    let address = state.fleet.config.agent_listen;
+    let mut warned = false;
+    let listener = loop {
+        match TcpListener::bind(address).await {
+            Ok(listener) => break listener,
+            Err(err) => {
+                if !warned {
+                    tracing::warn!(%address, error = %err, "agent API cannot listen yet (waiting for the overlay address)");
+                    warned = true;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    };
+    tracing::info!(%address, "agent API listening");
+    let app = crate::http::agent_router(state)
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    if let Err(err) = axum::serve(listener, app).await {
+        tracing::error!(error = %err, "agent API failed");
+    }
 }
 
 /// Serve HTTP until `shutdown` resolves, then let in-flight requests finish (up to

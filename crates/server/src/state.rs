@@ -7,7 +7,8 @@ use watchgrid_store::Database;
 
 use crate::auth::password::{PasswordHasher, PasswordPolicy};
 use crate::auth::tokens::JwtKeys;
-use crate::config::Config;
+use crate::config::{Config, WgBackendChoice};
+use crate::fleet::{hub, DeviceIndex, Fleet, Heartbeats, Hub};
 use crate::health::{HealthRegistry, MigrationState};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub limits: Arc<RateLimits>,
     pub password_policy: PasswordPolicy,
     pub hasher: PasswordHasher,
+    pub fleet: Arc<Fleet>,
 }
 
 impl AppState {
@@ -40,6 +42,25 @@ impl AppState {
         });
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(config.rate_limits, metrics.clone()));
+        let fleet_config = config.fleet.clone();
+        let private_key =
+            hub::load_or_create_key(&fleet_config.wg_config, &fleet_config).map_err(|e| {
+                anyhow::anyhow!("the server's WireGuard key (WATCHGRID_WG_CONFIG): {e}")
+            })?;
+        let hub = Arc::new(Hub::new(fleet_config.clone(), private_key, metrics.clone()));
+        if fleet_config.backend != WgBackendChoice::None {
+            let probe = hub.clone();
+            health.register("wireguard", move || {
+                let hub = probe.clone();
+                async move { hub.check() }
+            });
+        }
+        let fleet = Arc::new(Fleet {
+            index: DeviceIndex::new(fleet_config.overlay),
+            heartbeats: Heartbeats::default(),
+            hub,
+            config: fleet_config,
+        });
         Ok(Self {
             config,
             db,
@@ -50,6 +71,7 @@ impl AppState {
             limits,
             password_policy: PasswordPolicy::new(),
             hasher: PasswordHasher::new(),
+            fleet,
         })
     }
 }

@@ -17,12 +17,21 @@ use watchgrid_wire::Role;
 
 backend_tests!(
     every_route_enforces_its_policy,
-    forwarded_for_is_believed_only_from_trusted_proxies
+    forwarded_for_is_believed_only_from_trusted_proxies,
+    every_agent_route_needs_a_device,
 );
 
-/// Tenant `name` with an admin (password `<Name>-Admin-Pass-1`) and one API token; returns the
-/// admin's access token, the admin's user id and the token's id.
-async fn tenant_with_admin(app: &TestApp, root: &str, slug: &str) -> (String, String, String) {
+/// Ids of one tenant's resources, for requests that name them.
+struct Fixture {
+    token: String,
+    user: String,
+    api_token: String,
+    device: String,
+    onboarding_token: String,
+}
+
+/// Tenant `slug` with an admin, an API token, a device and an onboarding token.
+async fn tenant_with_admin(app: &TestApp, root: &str, slug: &str) -> Fixture {
     let created = app
         .call("POST", "/api/tenants")
         .token(root)
@@ -54,18 +63,36 @@ async fn tenant_with_admin(app: &TestApp, root: &str, slug: &str) -> (String, St
         .send()
         .await
         .json();
-    (
+    let device = app
+        .call("POST", "/api/devices")
+        .token(&token)
+        .json(json!({"name": "phone"}))
+        .send()
+        .await
+        .json();
+    let onboarding = app
+        .call("POST", "/api/onboarding-tokens")
+        .token(&token)
+        .json(json!({"description": "batch"}))
+        .send()
+        .await
+        .json();
+    Fixture {
         token,
-        user["id"].as_str().unwrap().to_owned(),
-        api_token["token"]["id"].as_str().unwrap().to_owned(),
-    )
+        user: user["id"].as_str().unwrap().to_owned(),
+        api_token: api_token["token"]["id"].as_str().unwrap().to_owned(),
+        device: device["device"]["id"].as_str().unwrap().to_owned(),
+        onboarding_token: onboarding["token"]["id"].as_str().unwrap().to_owned(),
+    }
 }
 
 async fn every_route_enforces_its_policy(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let root = app.admin_token().await;
-    let (a_token, _a_user, _a_api) = tenant_with_admin(&app, &root, "tenant-a").await;
-    let (_b_token, b_user, b_api) = tenant_with_admin(&app, &root, "tenant-b").await;
+    let a = tenant_with_admin(&app, &root, "tenant-a").await;
+    let b = tenant_with_admin(&app, &root, "tenant-b").await;
+    let a_token = a.token.clone();
+    let (b_user, b_api) = (b.user.clone(), b.api_token.clone());
     let viewer = app
         .call("POST", "/api/users")
         .token(&a_token)
@@ -87,6 +114,8 @@ async fn every_route_enforces_its_policy(backend: TestBackend) {
             let id = match route.path {
                 p if p.starts_with("/api/users/") => &b_user,
                 p if p.starts_with("/api/tokens/") => &b_api,
+                p if p.starts_with("/api/devices/") => &b.device,
+                p if p.starts_with("/api/onboarding-tokens/") => &b.onboarding_token,
                 other => panic!("no fixture for the parameter of {other}: add one to this test"),
             };
             b_path = b_path.replace("{id}", id);
@@ -186,7 +215,10 @@ async fn every_route_enforces_its_policy(backend: TestBackend) {
                     "{label} as a tenant admin"
                 );
             }
-            Access::Authenticated | Access::Public(_) | Access::PublicSelfLimited => {}
+            Access::Authenticated
+            | Access::Public(_)
+            | Access::PublicSelfLimited
+            | Access::Device => {}
         }
     }
 
@@ -250,5 +282,45 @@ async fn forwarded_for_is_believed_only_from_trusted_proxies(backend: TestBacken
             audit["items"][0]["client_addr"], expected,
             "trusted {trusted}: {audit}"
         );
+    }
+}
+
+/// The agent API: every route refuses a caller without a device credential, and one with a
+/// user's access token, whatever address it comes from.
+async fn every_agent_route_needs_a_device(backend: TestBackend) {
+    let app = TestApp::new(backend).await;
+    let root = app.admin_token().await;
+    let router = watchgrid_server::http::agent_router(app.state.clone()).layer(
+        axum::extract::connect_info::MockConnectInfo(std::net::SocketAddr::from((
+            [100, 64, 0, 2],
+            4000,
+        ))),
+    );
+    let table = watchgrid_server::http::agent_route_table();
+    assert!(!table.routes.is_empty());
+    for route in &table.routes {
+        assert_eq!(
+            route.access,
+            Access::Device,
+            "{} must require a device",
+            route.path
+        );
+        for token in [None, Some(root.as_str()), Some("wgd_guess")] {
+            let mut request = axum::http::Request::builder()
+                .method(route.method.clone())
+                .uri(route.path)
+                .header("content-type", "application/json");
+            if let Some(token) = token {
+                request = request.header("authorization", format!("Bearer {token}"));
+            }
+            let reply =
+                common::send(&router, request.body(axum::body::Body::from("{}")).unwrap()).await;
+            assert_eq!(
+                reply.status,
+                StatusCode::UNAUTHORIZED,
+                "{} with {token:?}",
+                route.path
+            );
+        }
     }
 }

@@ -26,6 +26,7 @@ fn document_covers_exactly_the_routes_served() {
     let served: BTreeSet<_> = watchgrid_server::http::route_table()
         .routes
         .iter()
+        .chain(watchgrid_server::http::agent_route_table().routes.iter())
         .map(|r| (r.method.to_string(), r.path.to_owned()))
         .collect();
     let undocumented: Vec<_> = served.difference(&documented).collect();

@@ -6,12 +6,18 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+pub mod devices;
 pub mod error;
 pub mod health;
 pub mod identity;
 pub mod version;
 
 pub use audit::AuditEntry;
+pub use devices::{
+    CreateOnboardingToken, CreatePlainDevice, CreatedOnboardingToken, CreatedPlainDevice, Device,
+    DeviceKind, DeviceStatus, Heartbeat, HeartbeatAck, OnboardingToken, RegisterRequest,
+    RegisterResponse, ServerInfo, UpdateDevice,
+};
 pub use error::{ErrorBody, ErrorDetail, FieldError};
 pub use health::{CheckValue, HealthReport, HealthStatus};
 pub use identity::{

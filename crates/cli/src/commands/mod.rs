@@ -3,6 +3,8 @@
 
 mod audit;
 mod auth;
+mod devices;
+mod onboarding;
 mod tenants;
 mod tokens;
 mod users;
@@ -51,6 +53,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Tenants(c) => tenants::run(&ctx, c).await,
         Command::Users(c) => users::run(&ctx, c).await,
         Command::Tokens(c) => tokens::run(&ctx, c).await,
+        Command::Devices(c) => devices::run(&ctx, c).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Version => version::run(&ctx).await,
     }

@@ -1,9 +1,9 @@
-//! `tokens list | create | revoke`: API tokens of the current tenant. `create` is the one
-//! command that prints a secret, once.
+//! `tokens list | create | revoke`: API tokens of the current tenant. `create` prints the
+//! token's secret, once. `tokens onboarding ...` is in `onboarding.rs`.
 
 use watchgrid_wire::{ApiToken, CreateApiToken};
 
-use super::Ctx;
+use super::{onboarding, Ctx};
 use crate::error::CliError;
 use crate::output::{self, Table};
 use crate::TokensCommand;
@@ -55,6 +55,7 @@ pub async fn run(ctx: &Ctx, command: TokensCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
+        TokensCommand::Onboarding(command) => onboarding::run(ctx, &mut client, command).await,
         TokensCommand::Revoke { id } => {
             client.revoke_token(&id).await.map_err(|e| {
                 e.or_not_found(|| format!("API token {id} not found {}", ctx.in_tenant()))

@@ -54,6 +54,8 @@ pub enum Access {
     Superadmin,
     /// At least this role in the request's tenant.
     Tenant(Role),
+    /// An enrolled device: its credential, from its own overlay address (agent API only).
+    Device,
 }
 
 /// One row of the route table.
@@ -195,6 +197,15 @@ pub async fn authorize(
                 .into_response()
         }
     };
+    if access == Access::Device {
+        return match authenticate_device(&layer.app, &request) {
+            Ok(device) => {
+                request.extensions_mut().insert(DeviceCaller(device));
+                next.run(request).await
+            }
+            Err(err) => err.into_response(),
+        };
+    }
     let client = request
         .extensions()
         .get::<ClientAddr>()
@@ -229,6 +240,11 @@ async fn check(
             return Ok((None, None));
         }
         Access::PublicSelfLimited => return Ok((None, None)),
+        Access::Device => {
+            return Err(ApiError::Internal(
+                "device routes are checked by authorize".into(),
+            ))
+        }
         _ => {}
     }
     let principal = authenticate(app, headers).await?;
@@ -236,7 +252,7 @@ async fn check(
         return Err(ApiError::PasswordChangeRequired);
     }
     let scope = match access {
-        Access::Public(_) | Access::PublicSelfLimited => None,
+        Access::Public(_) | Access::PublicSelfLimited | Access::Device => None,
         Access::Authenticated => resolve_scope(app, &principal, headers).await.ok(),
         Access::Superadmin => {
             if !principal.is_superadmin {
@@ -346,6 +362,52 @@ pub async fn resolve_scope(
     Ok(Scope { tenant, role })
 }
 
+/// The device calling the agent API.
+#[derive(Debug, Clone)]
+pub struct DeviceCaller(pub Arc<crate::fleet::DeviceEntry>);
+
+/// A device proves itself twice: the request comes from its overlay address (the TCP peer,
+/// never a forwarded header: the agent API is reached only through the tunnel), and it carries
+/// that device's credential, compared with the stored hash in constant time.
+fn authenticate_device(
+    app: &AppState,
+    request: &Request,
+) -> Result<Arc<crate::fleet::DeviceEntry>, ApiError> {
+    use subtle::ConstantTimeEq;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip())
+        .or_else(|| {
+            request
+                .extensions()
+                .get::<axum::extract::connect_info::MockConnectInfo<std::net::SocketAddr>>()
+                .map(|m| m.0.ip())
+        });
+    let credential = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .ok_or(ApiError::Unauthorized)?;
+    let presented = tokens::secret_hash(credential);
+    let device = match peer {
+        Some(IpAddr::V4(ip)) => app.fleet.index.by_ip(ip),
+        _ => None,
+    };
+    // Compare against something even when no device matches, so timing says nothing.
+    let expected = device
+        .as_ref()
+        .and_then(|d| d.credential_hash)
+        .unwrap_or([0u8; 32]);
+    let matches: bool = presented.ct_eq(&expected[..]).into();
+    match device {
+        Some(device) if matches && device.credential_hash.is_some() => Ok(device),
+        _ => Err(ApiError::Unauthorized),
+    }
+}
+
 macro_rules! from_extensions {
     ($ty:ty, $what:literal) => {
         impl<S: Send + Sync> FromRequestParts<S> for $ty {
@@ -373,5 +435,6 @@ impl<S: Send + Sync> FromRequestParts<S> for MaybeScope {
 }
 
 from_extensions!(Principal, "principal");
+from_extensions!(DeviceCaller, "device");
 from_extensions!(Scope, "tenant scope");
 from_extensions!(ClientAddr, "client address");

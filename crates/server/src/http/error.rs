@@ -9,6 +9,7 @@
 //! | `BadRequest` | 400 | `bad_request` |
 //! | `TenantRequired` | 400 | `tenant_required` |
 //! | `Unauthorized`, `InvalidCredentials` | 401 | `unauthorized` |
+//! | `InvalidOnboardingToken` | 401 | `invalid_onboarding_token` |
 //! | `Forbidden` | 403 | `forbidden` |
 //! | `PasswordChangeRequired` | 403 | `password_change_required` |
 //! | `NotFound` | 404 | `not_found` (also for another tenant's resources) |
@@ -34,6 +35,9 @@ pub enum ApiError {
     TenantRequired,
     #[error("authentication is required")]
     Unauthorized,
+    /// An onboarding token that cannot enroll a device; the message says why.
+    #[error("{0}")]
+    InvalidOnboardingToken(String),
     /// A failed login: the same answer whether the user exists or not.
     #[error("invalid credentials")]
     InvalidCredentials,
@@ -61,7 +65,9 @@ impl ApiError {
         match self {
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::BadRequest(_) | ApiError::TenantRequired => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized | ApiError::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized
+            | ApiError::InvalidCredentials
+            | ApiError::InvalidOnboardingToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -77,6 +83,7 @@ impl ApiError {
         match self {
             ApiError::PasswordChangeRequired => "password_change_required".into(),
             ApiError::TenantRequired => "tenant_required".into(),
+            ApiError::InvalidOnboardingToken(_) => "invalid_onboarding_token".into(),
             other => code_for_status(other.status()),
         }
     }

@@ -1,8 +1,10 @@
 //! The HTTP surface: the route table, the middleware stack and the handlers.
 
+mod agent;
 mod api_tokens;
 mod audit_log;
 pub mod convert;
+mod devices;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -151,6 +153,78 @@ pub fn routes() -> ApiRouter {
             Access::Tenant(Role::Admin),
             audit_log::list,
         )
+        // Devices and onboarding
+        .route(
+            M::POST,
+            "/api/agent/register",
+            Access::Public(Limiter::Registration),
+            agent::register,
+        )
+        .route(M::GET, "/api/agent/server-info", public, agent::server_info)
+        .route(
+            M::GET,
+            "/api/devices",
+            Access::Tenant(Role::Viewer),
+            devices::list,
+        )
+        .route(
+            M::POST,
+            "/api/devices",
+            Access::Tenant(Role::Admin),
+            devices::create_plain,
+        )
+        .route(
+            M::GET,
+            "/api/devices/{id}",
+            Access::Tenant(Role::Viewer),
+            devices::get,
+        )
+        .route(
+            M::PATCH,
+            "/api/devices/{id}",
+            Access::Tenant(Role::Operator),
+            devices::update,
+        )
+        .route(
+            M::DELETE,
+            "/api/devices/{id}",
+            Access::Tenant(Role::Admin),
+            devices::delete,
+        )
+        .route(
+            M::GET,
+            "/api/devices/{id}/wireguard-config",
+            Access::Tenant(Role::Admin),
+            devices::wireguard_config,
+        )
+        .route(
+            M::GET,
+            "/api/onboarding-tokens",
+            Access::Tenant(Role::Admin),
+            devices::list_onboarding,
+        )
+        .route(
+            M::POST,
+            "/api/onboarding-tokens",
+            Access::Tenant(Role::Admin),
+            devices::create_onboarding,
+        )
+        .route(
+            M::DELETE,
+            "/api/onboarding-tokens/{id}",
+            Access::Tenant(Role::Admin),
+            devices::revoke_onboarding,
+        )
+}
+
+/// The agent API, served only on the server's overlay address (`WATCHGRID_AGENT_LISTEN`).
+pub fn agent_routes() -> ApiRouter {
+    ApiRouter::new().route(
+        Method::POST,
+        "/api/agent/heartbeat",
+        Access::Device,
+        agent::heartbeat,
+    )
 }
 
 /// The route table alone, for tests that walk it.
@@ -158,9 +232,23 @@ pub fn route_table() -> Arc<RouteTable> {
     routes().finish().1
 }
 
+/// The agent API's route table.
+pub fn agent_route_table() -> Arc<RouteTable> {
+    agent_routes().finish().1
+}
+
 /// The whole application router.
 pub fn router(state: AppState) -> Router {
-    let (routes, table) = routes().finish();
+    with_layers(routes(), state)
+}
+
+/// The agent API's router.
+pub fn agent_router(state: AppState) -> Router {
+    with_layers(agent_routes(), state)
+}
+
+fn with_layers(routes: ApiRouter, state: AppState) -> Router {
+    let (routes, table) = routes.finish();
     let auth = AuthLayer {
         app: state.clone(),
         table,

@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use watchgrid_wire as wire;
 
-use super::{api_tokens, audit_log, ops, session, tenants, users};
+use super::{agent, api_tokens, audit_log, devices, ops, session, tenants, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,10 @@ use super::{api_tokens, audit_log, ops, session, tenants, users};
         users::list, users::create, users::get, users::update, users::delete,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         audit_log::list,
+        agent::register, agent::server_info, agent::heartbeat,
+        devices::list, devices::create_plain, devices::get, devices::update, devices::delete,
+        devices::wireguard_config, devices::list_onboarding, devices::create_onboarding,
+        devices::revoke_onboarding,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,
@@ -31,6 +35,10 @@ use super::{api_tokens, audit_log, ops, session, tenants, users};
         wire::UpdateTenant, wire::User, wire::CreateUser, wire::UpdateUser, wire::LoginRequest,
         wire::LoginResponse, wire::RefreshRequest, wire::ChangePassword, wire::Whoami,
         wire::ApiToken, wire::CreateApiToken, wire::CreatedApiToken, wire::AuditEntry,
+        wire::Device, wire::DeviceKind, wire::DeviceStatus, wire::UpdateDevice,
+        wire::CreatePlainDevice, wire::CreatedPlainDevice, wire::OnboardingToken,
+        wire::CreateOnboardingToken, wire::CreatedOnboardingToken, wire::RegisterRequest,
+        wire::RegisterResponse, wire::ServerInfo, wire::Heartbeat, wire::HeartbeatAck,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -40,6 +48,8 @@ use super::{api_tokens, audit_log, ops, session, tenants, users};
         (name = "users", description = "Users of the request's tenant"),
         (name = "tokens", description = "API tokens of the request's tenant"),
         (name = "audit", description = "The audit log"),
+        (name = "devices", description = "Devices and onboarding tokens of the request's tenant"),
+        (name = "agent", description = "The agent protocol: registration (public), heartbeats (agent API on the overlay address)"),
     )
 )]
 #[derive(Debug)]
@@ -50,6 +60,15 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "device",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wgd_ device credential, from the device's overlay address")
+                    .build(),
+            ),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

@@ -71,9 +71,11 @@ impl TestApp {
 /// Application state on `db` with extra configuration `pairs` (not migrated).
 pub async fn state_for(db: &TestDatabase, pairs: &[(&str, &str)]) -> AppState {
     let data_dir = db.scratch().join("data");
+    // In process there is no WireGuard interface; the namespace tests run the real one.
     let mut all = vec![
         ("DATABASE_URL", db.url.as_str()),
         ("WATCHGRID_DATA_DIR", data_dir.to_str().unwrap()),
+        ("WATCHGRID_WG_BACKEND", "none"),
     ];
     all.extend_from_slice(pairs);
     let config = Config::load(&MapSource::new(all), SecretGeneration::Generate).expect("config");

@@ -1,0 +1,374 @@
+//! The agent's side of the data plane, and the only module that uses `watchgrid-wireguard`:
+//! key generation, the interface with the server as its one peer, and a read-only look at an
+//! interface another process runs (for `status`). The wireguard crate blocks; every call here
+//! runs on tokio's blocking pool.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use ipnet::IpNet;
+use tokio::sync::oneshot;
+use watchgrid_wireguard::{
+    self as wg, Backend, BackendKind, InterfaceSpec, KernelInterface, Peer, PeerStats, PrivateKey,
+    PublicKey,
+};
+
+use crate::error::AgentError;
+use crate::net;
+use crate::state::{Enrollment, TunnelSnapshot};
+use crate::uapi;
+
+/// Seconds between keepalives to the server: holds NAT mappings open so the server can reach
+/// the device at any time.
+pub const PERSISTENT_KEEPALIVE: u16 = 25;
+
+/// A fresh WireGuard key pair, base64. `Debug` hides the private key.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub private_key: String,
+    pub public_key: String,
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("private_key", &"***")
+            .field("public_key", &self.public_key)
+            .finish()
+    }
+}
+
+/// A new key pair from the operating system's random generator, as `wg genkey | wg pubkey`.
+pub fn generate_keypair() -> KeyPair {
+    let private = PrivateKey::generate();
+    KeyPair {
+        public_key: private.public_key().to_base64(),
+        private_key: private.to_base64(),
+    }
+}
+
+/// Whether `text` is a WireGuard public key (32 bytes of base64).
+pub fn is_public_key(text: &str) -> bool {
+    text.trim().parse::<PublicKey>().is_ok()
+}
+
+/// The public key of a base64 private key.
+#[cfg(test)]
+pub fn public_key_of(private_key: &str) -> Result<String, String> {
+    private_key
+        .parse::<PrivateKey>()
+        .map(|key| key.public_key().to_base64())
+        .map_err(|e| e.to_string())
+}
+
+/// Check an interface name as the wireguard crate will (for the argument parser).
+pub fn check_interface_name(name: &str) -> Result<(), String> {
+    wg::validate_interface_name(name).map_err(|e| e.to_string())
+}
+
+/// How often the watchdog asks a userspace interface whether it still runs.
+const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
+/// How long the watchdog waits for an answer; a live boringtun answers in microseconds.
+const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(1);
+/// Unanswered watchdog questions in a row that mean the device has stopped: boringtun's
+/// listening socket outlives its device threads, so a stopped device is silent, not refusing.
+const WATCHDOG_SILENCES: u32 = 2;
+/// How long a configuration call or a counter read may take. boringtun's socket never
+/// answers once its device threads have stopped, and the wireguard crate's calls do not time
+/// out by themselves; the blocked thread is then left behind.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The agent's interface, up, with the server as its one peer. Dropping it without
+/// [`Tunnel::close`] also tears the interface down, but blocks the calling thread.
+#[derive(Debug)]
+pub struct Tunnel {
+    backend: Arc<dyn Backend>,
+    interface: String,
+    server_key: PublicKey,
+    overlay: IpNet,
+    /// The UAPI socket of a userspace (boringtun) interface; `None` for a kernel interface.
+    uapi_socket: Option<PathBuf>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Tunnel {
+    /// Bring up `interface` with the enrollment's key and overlay address, and set the server
+    /// as its peer at `endpoint`, allowed the whole overlay network.
+    pub async fn open(
+        interface: &str,
+        enrollment: &Enrollment,
+        endpoint: SocketAddr,
+    ) -> Result<Tunnel, AgentError> {
+        let damaged = |what: &str, reason: String| {
+            AgentError::Failed(format!(
+                "the enrollment's {what} is unusable ({reason}); re-enroll with --force"
+            ))
+        };
+        let private_key: PrivateKey = enrollment
+            .private_key
+            .parse()
+            .map_err(|e: wg::Error| damaged("private key", e.to_string()))?;
+        let server_key: PublicKey = enrollment
+            .server_public_key
+            .parse()
+            .map_err(|e: wg::Error| damaged("server key", e.to_string()))?;
+        let address = net::interface_address(&enrollment.overlay_address)
+            .map_err(|e| damaged("overlay address", e))?;
+        let overlay = address.trunc();
+        let spec = InterfaceSpec {
+            name: interface.to_string(),
+            private_key,
+            listen_port: None,
+            addresses: vec![address],
+            mtu: None,
+        };
+        let name = interface.to_string();
+        let backend = blocking(move || {
+            let backend: Arc<dyn Backend> = Arc::from(wg::open(&spec, BackendKind::Auto)?);
+            Ok(backend)
+        })
+        .await
+        .map_err(|e| tunnel_error(&name, "cannot bring up", &e))?;
+        let socket = uapi::socket_path(interface);
+        let tunnel = Tunnel {
+            backend,
+            interface: interface.to_string(),
+            server_key,
+            overlay,
+            uapi_socket: socket.exists().then_some(socket),
+            watchdog: None,
+        };
+        if let Err(err) = tunnel.set_endpoint(endpoint).await {
+            tunnel.close().await;
+            return Err(err);
+        }
+        Ok(tunnel)
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    /// A receiver that completes when a userspace interface stops on its own. boringtun ends
+    /// its device when *it* takes the process's SIGTERM or SIGINT (through a signalfd, racing
+    /// the agent's own handler), so this is how the agent learns of a stop request it did not
+    /// see. Never completes for a kernel interface.
+    pub fn watch(&mut self) -> oneshot::Receiver<()> {
+        let (gone_tx, gone_rx) = oneshot::channel();
+        if let Some(socket) = self.uapi_socket.clone() {
+            let interface = self.interface.clone();
+            self.watchdog = Some(tokio::spawn(async move {
+                let mut silences = 0;
+                loop {
+                    tokio::time::sleep(WATCHDOG_PERIOD).await;
+                    let gone = match uapi::get(&socket, WATCHDOG_TIMEOUT).await {
+                        Ok(_) => {
+                            silences = 0;
+                            None
+                        }
+                        Err(err) if err.is_gone() => Some(err),
+                        Err(err @ uapi::UapiError::Timeout(_)) => {
+                            silences += 1;
+                            (silences >= WATCHDOG_SILENCES).then_some(err)
+                        }
+                        Err(_) => None,
+                    };
+                    if let Some(err) = gone {
+                        tracing::debug!(interface = %interface, error = %err, "WireGuard device stopped");
+                        let _ = gone_tx.send(());
+                        return;
+                    }
+                }
+            }));
+        } else {
+            // Keep the sender alive (in a task that never ends) so the receiver stays pending.
+            self.watchdog = Some(tokio::spawn(async move {
+                let _keep = gone_tx;
+                std::future::pending::<()>().await;
+            }));
+        }
+        gone_rx
+    }
+
+    /// (Re)configure the server peer with this endpoint.
+    pub async fn set_endpoint(&self, endpoint: SocketAddr) -> Result<(), AgentError> {
+        let peer = Peer {
+            public_key: self.server_key,
+            allowed_ips: vec![self.overlay],
+            endpoint: Some(endpoint),
+            persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
+        };
+        let backend = Arc::clone(&self.backend);
+        with_timeout(blocking(move || backend.set_peer(&peer)))
+            .await
+            .map_err(|e| tunnel_error(&self.interface, "cannot configure the server peer on", &e))
+    }
+
+    /// The server peer's counters; `None` when the interface cannot say.
+    pub async fn snapshot(&self) -> Option<TunnelSnapshot> {
+        let backend = Arc::clone(&self.backend);
+        match with_timeout(blocking(move || backend.peers())).await {
+            Ok(peers) => Some(server_snapshot(&self.interface, &self.server_key, &peers)),
+            Err(err) => {
+                tracing::warn!(interface = %self.interface, error = %err, "cannot read the tunnel's state");
+                None
+            }
+        }
+    }
+
+    /// Tear the interface down (userspace: up to a second or two while boringtun's threads
+    /// stop; kernel: the link is deleted).
+    pub async fn close(self) {
+        let Tunnel {
+            backend, watchdog, ..
+        } = self;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        let _ = tokio::task::spawn_blocking(move || drop(backend)).await;
+    }
+}
+
+/// The server peer among `peers`, as a snapshot (zeros when it is not configured).
+fn server_snapshot(interface: &str, server_key: &PublicKey, peers: &[PeerStats]) -> TunnelSnapshot {
+    let peer = peers.iter().find(|p| &p.public_key == server_key);
+    TunnelSnapshot {
+        interface: interface.to_string(),
+        endpoint: peer.and_then(|p| p.endpoint).map(|e| e.to_string()),
+        last_handshake_at: peer.and_then(|p| p.last_handshake).and_then(rfc3339),
+        rx_bytes: peer.map_or(0, |p| p.rx_bytes),
+        tx_bytes: peer.map_or(0, |p| p.tx_bytes),
+    }
+}
+
+fn rfc3339(time: SystemTime) -> Option<String> {
+    let time: DateTime<Utc> = time.into();
+    Some(time.to_rfc3339_opts(SecondsFormat::Secs, true))
+}
+
+/// Look at `interface` as another process runs it: through its UAPI socket (userspace), else
+/// with `wg show` (kernel). `Ok(None)` when the interface answers but has no server peer;
+/// `Err` says why it could not be asked.
+pub async fn inspect(interface: &str, server_key: &str) -> Result<Option<TunnelSnapshot>, String> {
+    let server_key: PublicKey = server_key
+        .parse()
+        .map_err(|e: wg::Error| format!("the pinned key is unusable: {e}"))?;
+    let socket = uapi::socket_path(interface);
+    match uapi::get(&socket, uapi::STATUS_TIMEOUT).await {
+        Ok(peers) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let server_hex = hex::encode(server_key.as_bytes());
+            Ok(peers
+                .into_iter()
+                .find(|p| p.public_key_hex == server_hex)
+                .map(|p| TunnelSnapshot {
+                    interface: interface.to_string(),
+                    endpoint: p.endpoint,
+                    last_handshake_at: uapi::handshake_unix_secs(p.last_handshake_time_sec, now)
+                        .and_then(|secs| DateTime::from_timestamp(i64::try_from(secs).ok()?, 0))
+                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+                    rx_bytes: p.rx_bytes,
+                    tx_bytes: p.tx_bytes,
+                }))
+        }
+        Err(err) if socket.exists() => Err(err.to_string()),
+        Err(err) => {
+            let uapi_reason = err.to_string();
+            // No socket: a kernel interface, or none at all.
+            let name = interface.to_string();
+            let peers = blocking(move || KernelInterface::attach(&name)?.peers()).await;
+            match peers {
+                Ok(peers) => {
+                    let snapshot = server_snapshot(interface, &server_key, &peers);
+                    Ok(peers
+                        .iter()
+                        .any(|p| p.public_key == server_key)
+                        .then_some(snapshot))
+                }
+                // No `wg` tool, or no such interface: the socket's answer says it best.
+                Err(_) => Err(uapi_reason),
+            }
+        }
+    }
+}
+
+/// Run a blocking wireguard call on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> Result<T, wg::Error> + Send + 'static,
+) -> Result<T, wg::Error> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .unwrap_or_else(|e| Err(wg::Error::Device(format!("the WireGuard call failed: {e}"))))
+}
+
+/// [`CALL_TIMEOUT`] around a wireguard call.
+async fn with_timeout<T>(
+    call: impl std::future::Future<Output = Result<T, wg::Error>>,
+) -> Result<T, wg::Error> {
+    tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(wg::Error::Uapi(format!(
+                "no answer within {} s",
+                CALL_TIMEOUT.as_secs()
+            )))
+        })
+}
+
+fn tunnel_error(interface: &str, doing: &str, err: &wg::Error) -> AgentError {
+    AgentError::Failed(format!("{doing} WireGuard interface {interface}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test should fail loudly on any unexpected error"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn key_pairs() {
+        let keys = generate_keypair();
+        assert!(is_public_key(&keys.public_key));
+        assert_eq!(public_key_of(&keys.private_key).unwrap(), keys.public_key);
+        assert_ne!(generate_keypair().public_key, keys.public_key);
+        assert!(!format!("{keys:?}").contains(&keys.private_key));
+        assert!(!is_public_key("not-a-key"));
+        assert!(!is_public_key("AAAA"));
+    }
+
+    #[test]
+    fn the_server_peer_is_picked_out() {
+        let server: PublicKey = generate_keypair().public_key.parse().unwrap();
+        let other: PublicKey = generate_keypair().public_key.parse().unwrap();
+        let stats = |key, rx| PeerStats {
+            public_key: key,
+            endpoint: Some("192.0.2.1:51820".parse().unwrap()),
+            allowed_ips: vec![],
+            last_handshake: Some(UNIX_EPOCH + Duration::from_secs(1_738_314_000)),
+            rx_bytes: rx,
+            tx_bytes: 7,
+        };
+        let snapshot = server_snapshot("wg0", &server, &[stats(other, 1), stats(server, 2)]);
+        assert_eq!(
+            snapshot,
+            TunnelSnapshot {
+                interface: "wg0".into(),
+                endpoint: Some("192.0.2.1:51820".into()),
+                last_handshake_at: Some("2025-01-31T09:00:00Z".into()),
+                rx_bytes: 2,
+                tx_bytes: 7,
+            }
+        );
+        let none = server_snapshot("wg0", &server, &[stats(other, 1)]);
+        assert_eq!((none.endpoint, none.rx_bytes), (None, 0));
+    }
+}

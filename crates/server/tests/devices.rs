@@ -1,0 +1,468 @@
+//! Devices on SQLite and PostgreSQL, in process: onboarding tokens, registration (idempotent,
+//! race-free addresses, every token state), heartbeats through the agent API's device
+//! authentication, listing with filters, rename, delete, and plain WireGuard peers.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use common::{send, Reply, TestApp};
+use serde_json::{json, Value};
+use watchgrid_testkit::{backend_tests, TestBackend};
+
+backend_tests!(
+    registration_and_heartbeats,
+    token_states_are_enforced,
+    concurrent_registrations_get_distinct_addresses,
+    listing_filters_and_pages,
+    plain_devices_get_a_wireguard_config,
+);
+
+const NO_WG: &[(&str, &str)] = &[
+    ("WATCHGRID_WG_BACKEND", "none"),
+    ("WATCHGRID_HEARTBEAT_INTERVAL_SECS", "30"),
+];
+
+fn fresh_key() -> String {
+    watchgrid_wireguard::key::PrivateKey::generate()
+        .public_key()
+        .to_string()
+}
+
+async fn onboarding_token(app: &TestApp, admin: &str, body: Value) -> String {
+    let reply = app
+        .call("POST", "/api/onboarding-tokens")
+        .token(admin)
+        .json(body)
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    let secret = reply.json()["secret"].as_str().unwrap().to_owned();
+    assert!(secret.starts_with("wgo_"));
+    secret
+}
+
+async fn register(app: &TestApp, token: &str, hostname: &str, key: &str) -> Reply {
+    app.call("POST", "/api/agent/register")
+        .json(json!({"token": token, "hostname": hostname, "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key}))
+        .send()
+        .await
+}
+
+/// A heartbeat on the agent API, as if from `from` (the device's overlay address).
+async fn heartbeat(app: &TestApp, from: &str, credential: &str) -> Reply {
+    let router = watchgrid_server::http::agent_router(app.state.clone()).layer(MockConnectInfo(
+        SocketAddr::new(from.parse().unwrap(), 40000),
+    ));
+    send(
+        &router,
+        Request::post("/api/agent/heartbeat")
+            .header("authorization", format!("Bearer {credential}"))
+            .header("content-type", "application/json")
+            .body(Body::from(
+                json!({"agent_version": "0.1.1", "uptime_secs": 42, "hostname": "web-01", "os": "Debian 12"}).to_string(),
+            ))
+            .unwrap(),
+    )
+    .await
+}
+
+async fn registration_and_heartbeats(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(
+        &app,
+        &admin,
+        json!({"description": "rack 4", "max_uses": 2, "tags": ["rack-4"]}),
+    )
+    .await;
+    let key = fresh_key();
+    let reply = register(&app, &token, "web-01.example.com", &key).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let enrolled = reply.json();
+    assert_eq!(enrolled["device_name"], "web-01");
+    assert_eq!(enrolled["tenant"], "default");
+    assert_eq!(enrolled["overlay_address"], "100.64.0.2/10");
+    assert_eq!(enrolled["server_overlay_ip"], "100.64.0.1");
+    assert_eq!(enrolled["agent_api"], "http://100.64.0.1:8081");
+    assert_eq!(
+        enrolled["server_public_key"],
+        app.state.fleet.hub.public_key().to_string()
+    );
+    let credential = enrolled["credential"].as_str().unwrap().to_owned();
+    assert!(credential.starts_with("wgd_"));
+
+    // Registering again with the same key: the same device, a new credential, no extra use.
+    let again = register(&app, &token, "web-01", &key).await.json();
+    assert_eq!(again["device_id"], enrolled["device_id"]);
+    assert_eq!(again["overlay_address"], enrolled["overlay_address"]);
+    let new_credential = again["credential"].as_str().unwrap().to_owned();
+    assert_ne!(new_credential, credential);
+    let tokens = app
+        .call("GET", "/api/onboarding-tokens")
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(tokens[0]["uses"], 1);
+
+    // Heartbeats: the right credential from the right address only.
+    assert_eq!(
+        heartbeat(&app, "100.64.0.2", &credential).await.status,
+        StatusCode::UNAUTHORIZED,
+        "old credential"
+    );
+    let ok = heartbeat(&app, "100.64.0.2", &new_credential).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(ok.json()["heartbeat_interval_secs"], 30);
+    assert_eq!(
+        heartbeat(&app, "100.64.0.9", &new_credential).await.status,
+        StatusCode::UNAUTHORIZED,
+        "wrong address"
+    );
+    assert_eq!(
+        heartbeat(&app, "100.64.0.2", "wgd_guess").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    app.state
+        .fleet
+        .heartbeats
+        .flush(&app.state.db)
+        .await
+        .unwrap();
+
+    let id = enrolled["device_id"].as_str().unwrap();
+    let device = app
+        .call("GET", format!("/api/devices/{id}"))
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(device["status"], "online", "{device}");
+    assert_eq!(device["agent_version"], "0.1.1", "facts from the heartbeat");
+    assert_eq!(device["tags"], json!(["rack-4"]), "the token's tags");
+    let metrics = app.get("/metrics").await.body;
+    assert!(
+        metrics.contains("watchgrid_agent_heartbeats_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"watchgrid_registrations_total{result="ok"} 2"#));
+
+    // Rename moves the name; a clash is refused.
+    let second = register(&app, &token, "web-01", &fresh_key()).await.json();
+    assert_eq!(
+        second["device_name"], "web-01-2",
+        "a clash gets a stable suffix"
+    );
+    let renamed = app
+        .call("PATCH", format!("/api/devices/{id}"))
+        .token(&admin)
+        .json(json!({"name": "frontend"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    let clash = app
+        .call("PATCH", format!("/api/devices/{id}"))
+        .token(&admin)
+        .json(json!({"name": "web-01-2"}))
+        .send()
+        .await;
+    assert_eq!(clash.status, StatusCode::CONFLICT);
+
+    // Delete: the credential stops working at once and the address is free again.
+    let deleted = app
+        .call("DELETE", format!("/api/devices/{id}"))
+        .token(&admin)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        heartbeat(&app, "100.64.0.2", &new_credential).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    let token2 = onboarding_token(&app, &admin, json!({})).await;
+    let reused = register(&app, &token2, "db-01", &fresh_key()).await.json();
+    assert_eq!(
+        reused["overlay_address"], "100.64.0.2/10",
+        "the freed address is reused"
+    );
+
+    let audit = app
+        .call("GET", "/api/audit?action=device.")
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    let actions: Vec<&str> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert!(
+        actions.contains(&"device.register")
+            && actions.contains(&"device.delete")
+            && actions.contains(&"device.update"),
+        "{actions:?}"
+    );
+}
+
+async fn token_states_are_enforced(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let once = onboarding_token(&app, &admin, json!({"max_uses": 1})).await;
+    assert_eq!(
+        register(&app, &once, "a", &fresh_key()).await.status,
+        StatusCode::OK
+    );
+    let used_up = register(&app, &once, "b", &fresh_key()).await;
+    assert_eq!(used_up.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(used_up.json()["error"]["code"], "invalid_onboarding_token");
+    assert!(used_up.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("used up"));
+
+    let revoked = onboarding_token(&app, &admin, json!({})).await;
+    let list = app
+        .call("GET", "/api/onboarding-tokens")
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["uses"] == 0)
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.call("DELETE", format!("/api/onboarding-tokens/{id}"))
+        .token(&admin)
+        .send()
+        .await;
+    let refused = register(&app, &revoked, "c", &fresh_key()).await;
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked"),
+        "{}",
+        refused.body
+    );
+
+    let unknown = register(&app, "wgo_not-a-token", "d", &fresh_key()).await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert!(unknown.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("not valid"));
+
+    let bad = register(&app, &once, "", "not-a-key").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = bad.json();
+    let fields: Vec<&str> = body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["hostname", "wg_public_key"]);
+
+    let metrics = app.get("/metrics").await.body;
+    for (result, n) in [
+        ("used_up_token", 1),
+        ("revoked_token", 1),
+        ("invalid_token", 1),
+        ("invalid_request", 1),
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                r#"watchgrid_registrations_total{{result="{result}"}} {n}"#
+            )),
+            "{result}: {metrics}"
+        );
+    }
+    // Failed uses of known tokens are audited.
+    let audit = app
+        .call("GET", "/api/audit?action=device.register&success=false")
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+}
+
+async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
+    let app = TestApp::with_config(
+        backend,
+        &[
+            ("WATCHGRID_WG_BACKEND", "none"),
+            ("WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", "1000"),
+        ],
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({"max_uses": 200})).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..200 {
+        let router = app.router.clone();
+        let token = token.clone();
+        tasks.spawn(async move {
+            let body = json!({"token": token, "hostname": format!("node-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": fresh_key()});
+            send(
+                &router,
+                Request::post("/api/agent/register")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        });
+    }
+    let mut addresses = std::collections::HashSet::new();
+    while let Some(reply) = tasks.join_next().await {
+        let reply = reply.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert!(addresses.insert(reply.json()["overlay_address"].as_str().unwrap().to_owned()));
+    }
+    assert_eq!(addresses.len(), 200);
+    // One more exceeds the token's uses.
+    assert_eq!(
+        register(&app, &token, "extra", &fresh_key()).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+async fn listing_filters_and_pages(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let prod = onboarding_token(&app, &admin, json!({"max_uses": 10, "tags": ["prod"]})).await;
+    let dev = onboarding_token(&app, &admin, json!({"max_uses": 10})).await;
+    let mut credentials = Vec::new();
+    for n in 0..3 {
+        credentials.push(
+            register(&app, &prod, &format!("prod-{n}"), &fresh_key())
+                .await
+                .json(),
+        );
+    }
+    for n in 0..2 {
+        register(&app, &dev, &format!("dev-{n}"), &fresh_key()).await;
+    }
+    let c = &credentials[0];
+    let ip = c["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    heartbeat(&app, ip, c["credential"].as_str().unwrap()).await;
+    app.state
+        .fleet
+        .heartbeats
+        .flush(&app.state.db)
+        .await
+        .unwrap();
+
+    let names = |v: Value| -> Vec<String> {
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = |q: &'static str| {
+        app.call("GET", format!("/api/devices{q}"))
+            .token(&admin)
+            .send()
+    };
+    assert_eq!(
+        names(get("?tag=prod").await.json()),
+        ["prod-0", "prod-1", "prod-2"]
+    );
+    assert_eq!(names(get("?status=online").await.json()), ["prod-0"]);
+    assert_eq!(
+        names(get("?status=pending&name=dev").await.json()),
+        ["dev-0", "dev-1"]
+    );
+    let first = get("?limit=2").await.json();
+    assert_eq!(names(first.clone()), ["dev-0", "dev-1"]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest = app
+        .call("GET", format!("/api/devices?limit=10&cursor={cursor}"))
+        .token(&admin)
+        .send()
+        .await
+        .json();
+    assert_eq!(names(rest.clone()), ["prod-0", "prod-1", "prod-2"]);
+    assert!(rest.get("next_cursor").is_none());
+    let bad = get("?status=sleeping").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+async fn plain_devices_get_a_wireguard_config(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let created = app
+        .call("POST", "/api/devices")
+        .token(&admin)
+        .json(json!({"name": "phone", "tags": ["mobile"]}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let created = created.json();
+    let config = created["wireguard_config"].as_str().unwrap();
+    let parsed =
+        watchgrid_wireguard::config::WgQuickConfig::parse(config).expect("a valid wg-quick file");
+    assert_eq!(
+        parsed.interface.addresses[0].to_string(),
+        format!("{}/32", created["device"]["overlay_ip"].as_str().unwrap())
+    );
+    assert_eq!(parsed.peers[0].public_key, app.state.fleet.hub.public_key());
+    assert_eq!(parsed.peers[0].allowed_ips[0].to_string(), "100.64.0.0/10");
+    assert_eq!(
+        parsed.interface.private_key.public_key().to_string(),
+        created["device"]["public_key"].as_str().unwrap()
+    );
+    assert_eq!(created["device"]["status"], "unknown");
+    let id = created["device"]["id"].as_str().unwrap();
+    let download = app
+        .call("GET", format!("/api/devices/{id}/wireguard-config"))
+        .token(&admin)
+        .send()
+        .await;
+    assert_eq!(download.status, StatusCode::OK);
+    assert!(download.headers["content-disposition"]
+        .to_str()
+        .unwrap()
+        .contains("phone.conf"));
+    assert!(
+        !download
+            .body
+            .contains(&parsed.interface.private_key.to_base64()),
+        "the private key is not kept"
+    );
+    let with_key = app
+        .call("POST", "/api/devices")
+        .token(&admin)
+        .json(json!({"name": "router", "public_key": fresh_key()}))
+        .send()
+        .await
+        .json();
+    assert!(with_key["wireguard_config"]
+        .as_str()
+        .unwrap()
+        .contains("# PrivateKey"));
+}
