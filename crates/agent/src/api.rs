@@ -4,15 +4,13 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, RETRY_AFTER};
 use reqwest::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
-use watchgrid_wire::{
-    ErrorBody, Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo,
-};
+use watchgrid_clientkit::http::{client, transport_reason, ClientOptions, ErrorAnswer};
+use watchgrid_wire::{Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo};
 
 use crate::args::ServerUrl;
-use crate::error::{transport_reason, AgentError};
+use crate::error::AgentError;
 
 /// How long a connection to the public URL may take to open.
 const PUBLIC_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,14 +36,14 @@ pub struct PublicClient {
 
 impl PublicClient {
     pub fn new(server: ServerUrl) -> Result<PublicClient, AgentError> {
-        let http = Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(PUBLIC_CONNECT_TIMEOUT)
-            .timeout(PUBLIC_TIMEOUT)
-            // A redirect would resend the token somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| AgentError::Failed(format!("cannot set up the HTTP client: {e}")))?;
+        // The client follows no redirect: one would resend the token somewhere else.
+        let http = client(&ClientOptions {
+            user_agent: USER_AGENT,
+            connect_timeout: PUBLIC_CONNECT_TIMEOUT,
+            timeout: PUBLIC_TIMEOUT,
+            system_proxy: true,
+        })
+        .map_err(AgentError::Failed)?;
         Ok(PublicClient { http, server })
     }
 
@@ -85,14 +83,13 @@ impl std::fmt::Debug for AgentApiClient {
 
 impl AgentApiClient {
     pub fn new(agent_api: &str, credential: &str) -> Result<AgentApiClient, AgentError> {
-        let http = Client::builder()
-            .user_agent(USER_AGENT)
-            .connect_timeout(TUNNEL_CONNECT_TIMEOUT)
-            .timeout(TUNNEL_TIMEOUT)
-            .no_proxy()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| AgentError::Failed(format!("cannot set up the HTTP client: {e}")))?;
+        let http = client(&ClientOptions {
+            user_agent: USER_AGENT,
+            connect_timeout: TUNNEL_CONNECT_TIMEOUT,
+            timeout: TUNNEL_TIMEOUT,
+            system_proxy: false,
+        })
+        .map_err(AgentError::Failed)?;
         Ok(AgentApiClient {
             http,
             heartbeat_url: format!("{}{HEARTBEAT_PATH}", agent_api.trim_end_matches('/')),
@@ -147,25 +144,7 @@ async fn decode<T: DeserializeOwned>(
             reason: e.to_string(),
         });
     }
-    let retry_after = retry_after(response.headers());
-    // A body that is not the envelope (a proxy's HTML page) leaves only the status to report.
-    let detail = response
-        .bytes()
-        .await
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<ErrorBody>(&bytes).ok())
-        .map(|body| Box::new(body.error));
-    Err(AgentError::Api {
-        action,
-        status: status.as_u16(),
-        detail,
-        retry_after,
-    })
-}
-
-/// `Retry-After` in seconds (the HTTP-date form is not used by Watchgrid).
-fn retry_after(headers: &HeaderMap) -> Option<u64> {
-    headers.get(RETRY_AFTER)?.to_str().ok()?.trim().parse().ok()
+    Err(AgentError::api(action, ErrorAnswer::read(response).await))
 }
 
 #[cfg(test)]

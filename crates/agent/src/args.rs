@@ -1,48 +1,9 @@
 //! Argument values clap cannot check by itself (the server URL, an interface name, a log
 //! filter), and the one-line rendering of every command-line usage error.
 
-use std::fmt;
-
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use reqwest::Url;
-
-/// A server's public base URL: `http` or `https`, a host, no credentials, query or fragment.
-/// Displayed without a trailing slash, which is also how `state.json` stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUrl(Url);
-
-impl ServerUrl {
-    pub fn as_str(&self) -> &str {
-        self.0.as_str().trim_end_matches('/')
-    }
-
-    /// The URL of an API path such as `/api/agent/register`.
-    pub fn join(&self, path: &str) -> String {
-        format!("{}{path}", self.as_str())
-    }
-}
-
-impl fmt::Display for ServerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-pub fn server_url(text: &str) -> Result<ServerUrl, String> {
-    const EXPECTED: &str =
-        "expected an http:// or https:// URL such as https://watchgrid.example.com";
-    let url = Url::parse(text.trim()).map_err(|_| EXPECTED.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(EXPECTED.to_string());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not contain credentials".to_string());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL must not have a query or fragment".to_string());
-    }
-    Ok(ServerUrl(url))
-}
+// `--server`: checked as the CLI checks its own.
+pub use watchgrid_clientkit::server_url::{server_url, ServerUrl};
 
 /// A network interface name as the wireguard crate accepts it: 1 to 15 of
 /// `A-Z a-z 0-9 _ = + . -`, not `.` or `..` (it also names the UAPI socket file).
@@ -143,33 +104,6 @@ mod tests {
     )]
 
     use super::*;
-
-    #[test]
-    fn server_urls() {
-        for (input, expected) in [
-            ("http://127.0.0.1:9", "http://127.0.0.1:9"),
-            ("HTTPS://WG.Example.com:443/", "https://wg.example.com"),
-            ("https://h/prefix/", "https://h/prefix"),
-        ] {
-            assert_eq!(server_url(input).unwrap().as_str(), expected, "{input}");
-        }
-        assert_eq!(
-            server_url("https://h/p/")
-                .unwrap()
-                .join("/api/agent/register"),
-            "https://h/p/api/agent/register"
-        );
-        for bad in [
-            "",
-            "wg.example.com",
-            "ftp://h",
-            "https://u:p@h",
-            "https://h/?x=1",
-            "https://h/#f",
-        ] {
-            assert!(server_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn interface_names() {

@@ -9,14 +9,13 @@
 
 use std::fmt::Write as _;
 
+use watchgrid_clientkit::files::FileError;
+use watchgrid_clientkit::http::{envelope_line, server_error_request_id, status_line, ErrorAnswer};
+use watchgrid_clientkit::text::one_line;
 use watchgrid_wire::ErrorDetail;
 
-/// The exit status of a successful run.
-pub const EXIT_OK: u8 = 0;
-/// The exit status of a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
-/// The exit status of a bad invocation (clap uses the same).
-pub const EXIT_USAGE: u8 = 2;
+pub use watchgrid_clientkit::exit::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
+
 /// The exit status of `run` when the server's WireGuard key is not the pinned one. The systemd
 /// unit does not restart on it (`RestartPreventExitStatus=3`).
 pub const EXIT_KEY_CHANGED: u8 = 3;
@@ -76,6 +75,17 @@ pub enum AgentError {
 }
 
 impl AgentError {
+    /// The server refused a request of `action` (a redirect included, reported by its status
+    /// like any other refusal).
+    pub fn api(action: &'static str, answer: ErrorAnswer) -> AgentError {
+        AgentError::Api {
+            action,
+            status: answer.status,
+            detail: answer.detail,
+            retry_after: answer.retry_after,
+        }
+    }
+
     /// The process exit status for this error.
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -104,6 +114,12 @@ impl AgentError {
     }
 }
 
+impl From<FileError> for AgentError {
+    fn from(err: FileError) -> AgentError {
+        AgentError::Failed(err.to_string())
+    }
+}
+
 /// `<action> failed: <message>[: field: reason; ...] (HTTP <status>)`, plus the request id of a
 /// 5xx and the `Retry-After` of a 429.
 fn api_message(
@@ -115,102 +131,19 @@ fn api_message(
     let mut line = format!("{action} failed: ");
     match detail {
         Some(detail) => {
-            line.push_str(&detail.message);
-            if !detail.fields.is_empty() {
-                let fields: Vec<String> = detail
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.reason))
-                    .collect();
-                line.push_str(": ");
-                line.push_str(&fields.join("; "));
-            }
+            line.push_str(&envelope_line(detail));
             let _ = write!(line, " (HTTP {status}");
-            if status >= 500 {
-                if let Some(id) = &detail.request_id {
-                    let _ = write!(line, ", request id {id}");
-                }
+            if let Some(id) = server_error_request_id(status, detail) {
+                let _ = write!(line, ", request id {id}");
             }
             line.push(')');
         }
-        None => {
-            let reason = reqwest::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("");
-            let _ = write!(line, "the server answered {status} {reason}");
-            line = line.trim_end().to_string();
-        }
+        None => line.push_str(&status_line(status)),
     }
     if let Some(seconds) = retry_after {
         let _ = write!(line, "; retry after {seconds} s");
     }
     line
-}
-
-/// Control characters (newlines included) become spaces, so that a message from the server
-/// stays on one line and cannot drive the terminal.
-pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
-}
-
-/// Why a request did not get an answer, in a few words: `connection refused`, `timed out`,
-/// `failed to lookup address information: ...`, a TLS problem.
-pub fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "timed out".to_string();
-    }
-    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        // The OS error of a refused connection or a failed lookup; tokio-rustls also wraps TLS
-        // errors in an io::Error, whose text is then the TLS error's.
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return io_reason(io);
-        }
-        innermost = Some(cause);
-        source = cause.source();
-    }
-    match innermost {
-        Some(cause) => lower_first(&strip_os_error(&cause.to_string())),
-        None => lower_first(&err.to_string()),
-    }
-}
-
-/// An io::Error in a few lower-case words, without the `(os error N)` suffix.
-pub fn io_text(err: &std::io::Error) -> String {
-    lower_first(&strip_os_error(&err.to_string()))
-}
-
-fn io_reason(err: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match err.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".to_string(),
-        ErrorKind::ConnectionReset => "connection reset".to_string(),
-        ErrorKind::ConnectionAborted => "connection aborted".to_string(),
-        ErrorKind::TimedOut => "timed out".to_string(),
-        _ => io_text(err),
-    }
-}
-
-/// `Connection refused (os error 111)` → `Connection refused`.
-fn strip_os_error(text: &str) -> String {
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text.to_string(),
-    }
-}
-
-fn lower_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
@@ -348,14 +281,5 @@ mod tests {
             err.one_line(),
             "heartbeat failed: invalid: a: 1; b: 2 (HTTP 422)"
         );
-    }
-
-    #[test]
-    fn os_error_suffixes_are_dropped() {
-        assert_eq!(
-            strip_os_error("Connection refused (os error 111)"),
-            "Connection refused"
-        );
-        assert_eq!(lower_first("Connection refused"), "connection refused");
     }
 }

@@ -21,6 +21,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use watchgrid_clientkit::text::one_line;
 
 use crate::args::ServerUrl;
 use crate::config::{Config, GlobalArgs};
@@ -136,10 +137,7 @@ fn clap_error(err: &clap::Error) -> u8 {
             u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE)
         }
         _ => {
-            eprintln!(
-                "watchgrid-agent: {}",
-                error::one_line(&args::usage_line(err))
-            );
+            eprintln!("watchgrid-agent: {}", one_line(&args::usage_line(err)));
             EXIT_USAGE
         }
     }

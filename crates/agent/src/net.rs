@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use ipnet::IpNet;
 use reqwest::Url;
+use watchgrid_clientkit::text::io_text;
 
 /// The device's address on its interface: `100.64.0.7/10` as given by the server. A bare
 /// address (no prefix length) is refused: without it there is no route to the overlay.
@@ -73,7 +74,7 @@ pub async fn resolve_endpoint(endpoint: &str) -> Result<SocketAddr, String> {
     }
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
         .await
-        .map_err(|e| format!("cannot resolve {host}: {}", crate::error::io_text(&e)))?
+        .map_err(|e| format!("cannot resolve {host}: {}", io_text(&e)))?
         .collect();
     pick_address(&addrs).ok_or_else(|| format!("{host} has no address"))
 }

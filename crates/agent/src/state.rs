@@ -1,17 +1,16 @@
 //! The state directory: `state.json` (the enrollment, with the private key and the device
 //! credential) and `status.json` (the heartbeat loop's latest outcome). Both files are 0600 and
 //! replaced atomically (a temporary file in the same directory, fsync, rename, fsync of the
-//! directory); a directory the agent creates is 0700.
+//! directory); a directory the agent creates is 0700 (see `watchgrid_clientkit::files`).
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use watchgrid_clientkit::files::PrivateDir;
 
-use crate::error::{io_text, AgentError};
+use crate::error::AgentError;
 
 /// The enrollment, in the state directory.
 pub const STATE_FILE: &str = "state.json";
@@ -126,30 +125,33 @@ pub struct HeartbeatStatus {
 /// The state directory. The path is a parameter so tests use a temporary one.
 #[derive(Debug, Clone)]
 pub struct StateDir {
-    dir: PathBuf,
+    dir: PrivateDir,
 }
 
 impl StateDir {
     pub fn new(dir: impl Into<PathBuf>) -> StateDir {
-        StateDir { dir: dir.into() }
+        StateDir {
+            dir: PrivateDir::new(dir),
+        }
     }
 
     pub fn path(&self) -> &Path {
-        &self.dir
+        self.dir.path()
     }
 
     pub fn state_path(&self) -> PathBuf {
-        self.dir.join(STATE_FILE)
+        self.dir.file(STATE_FILE)
     }
 
     pub fn status_path(&self) -> PathBuf {
-        self.dir.join(STATUS_FILE)
+        self.dir.file(STATUS_FILE)
     }
 
     /// The stored enrollment; `None` when there is none.
     pub fn load_enrollment(&self) -> Result<Option<Enrollment>, AgentError> {
         let path = self.state_path();
-        let Some(enrollment) = read_json::<Enrollment>(&path, "the enrollment file")? else {
+        let Some(enrollment) = self.read_json::<Enrollment>(STATE_FILE, "the enrollment file")?
+        else {
             return Ok(None);
         };
         if enrollment.format != STATE_FORMAT {
@@ -177,7 +179,7 @@ impl StateDir {
 
     /// The heartbeat status; `None` before `run` wrote one.
     pub fn load_status(&self) -> Result<Option<HeartbeatStatus>, AgentError> {
-        read_json(&self.status_path(), "the status file")
+        self.read_json(STATUS_FILE, "the status file")
     }
 
     pub fn save_status(&self, status: &HeartbeatStatus) -> Result<(), AgentError> {
@@ -187,115 +189,35 @@ impl StateDir {
     /// Create the directory (0700) if it is missing and check that a file can be written in
     /// it: `enroll` does this before it spends a use of the onboarding token.
     pub fn prepare(&self) -> Result<(), AgentError> {
-        self.create_dir()?;
-        let probe = self.temp_path(".probe");
-        let written = write_private(&probe, b"");
-        let _ = fs::remove_file(&probe);
-        written.map_err(|e| {
+        Ok(self.dir.check_writable()?)
+    }
+
+    fn read_json<T: DeserializeOwned>(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Option<T>, AgentError> {
+        let Some(text) = self.dir.read(name)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(&text).map(Some).map_err(|e| {
             AgentError::Failed(format!(
-                "cannot write in {}: {}",
-                self.dir.display(),
-                io_text(&e)
+                "{what} {} is damaged: {e}",
+                self.dir.file(name).display()
             ))
         })
     }
 
     fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), AgentError> {
-        self.create_dir()?;
-        let path = self.dir.join(name);
-        let mut text = serde_json::to_string_pretty(value)
-            .map_err(|e| AgentError::Failed(format!("cannot encode {}: {e}", path.display())))?;
+        let mut text = serde_json::to_string_pretty(value).map_err(|e| {
+            AgentError::Failed(format!(
+                "cannot encode {}: {e}",
+                self.dir.file(name).display()
+            ))
+        })?;
         text.push('\n');
-        let temp = self.temp_path(name);
-        let written = write_private(&temp, text.as_bytes()).and_then(|()| fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(AgentError::Failed(format!(
-                "cannot write {}: {}",
-                path.display(),
-                io_text(&e)
-            )));
-        }
-        // Make the rename durable; a failure here loses nothing that matters.
-        if let Ok(dir) = fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        Ok(self.dir.write(name, text.as_bytes())?)
     }
-
-    /// A name no other writer uses: this process, this moment.
-    fn temp_path(&self, name: &str) -> PathBuf {
-        let nanos = chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default();
-        self.dir
-            .join(format!(".{name}.{}.{nanos}.tmp", std::process::id()))
-    }
-
-    fn create_dir(&self) -> Result<(), AgentError> {
-        if self.dir.is_dir() {
-            return Ok(());
-        }
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(&self.dir)
-            .and_then(|()| set_mode(&self.dir, 0o700))
-            .map_err(|e| {
-                AgentError::Failed(format!(
-                    "cannot create {}: {}",
-                    self.dir.display(),
-                    io_text(&e)
-                ))
-            })
-    }
-}
-
-fn read_json<T: DeserializeOwned>(path: &Path, what: &str) -> Result<Option<T>, AgentError> {
-    let text = match fs::read_to_string(path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(AgentError::Failed(format!(
-                "cannot read {}: {}",
-                path.display(),
-                io_text(&e)
-            )))
-        }
-    };
-    serde_json::from_str(&text)
-        .map(Some)
-        .map_err(|e| AgentError::Failed(format!("{what} {} is damaged: {e}", path.display())))
-}
-
-/// Create `path` (which must not exist) readable by its owner only, and write `bytes`.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    // The umask can only remove bits; set the mode exactly anyway.
-    set_mode(path, 0o600)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(unix)]
-fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
@@ -304,6 +226,8 @@ pub(crate) mod tests {
         clippy::unwrap_used,
         reason = "a test should fail loudly on any unexpected error"
     )]
+
+    use std::fs;
 
     use super::*;
 
@@ -354,15 +278,6 @@ pub(crate) mod tests {
         fs::metadata(path).unwrap().permissions().mode() & 0o777
     }
 
-    fn names(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        names.sort();
-        names
-    }
-
     #[test]
     fn enrollment_round_trip_with_modes() {
         let temp = tempfile::tempdir().unwrap();
@@ -392,59 +307,6 @@ pub(crate) mod tests {
         store.save_status(&status()).unwrap();
         assert_eq!(store.load_status().unwrap(), Some(status()));
         assert_eq!(mode(&store.status_path()), 0o600);
-    }
-
-    #[test]
-    fn writes_are_atomic_and_leave_no_temporary_file() {
-        let temp = tempfile::tempdir().unwrap();
-        let store = StateDir::new(temp.path());
-        store.save_enrollment(&enrollment()).unwrap();
-        let before = fs::metadata(store.state_path()).unwrap();
-
-        // A write replaces the file by rename: a new inode, never a truncated old one that a
-        // reader could see half-written.
-        store.save_enrollment(&enrollment()).unwrap();
-        use std::os::unix::fs::MetadataExt;
-        let after = fs::metadata(store.state_path()).unwrap();
-        assert_ne!(before.ino(), after.ino());
-        store.save_status(&status()).unwrap();
-        store.prepare().unwrap();
-        assert_eq!(names(temp.path()), vec![STATE_FILE, STATUS_FILE]);
-    }
-
-    #[test]
-    fn a_failed_write_keeps_the_old_file() {
-        let temp = tempfile::tempdir().unwrap();
-        let store = StateDir::new(temp.path());
-        store.save_enrollment(&enrollment()).unwrap();
-        // A directory in the way of the rename makes the write fail after the temporary file
-        // was written; the temporary file must go, the old enrollment stay.
-        let blocked = StateDir::new(temp.path());
-        fs::create_dir(temp.path().join(STATUS_FILE)).unwrap();
-        fs::write(temp.path().join(STATUS_FILE).join("x"), "").unwrap();
-        let err = blocked.save_status(&status()).unwrap_err().one_line();
-        assert!(err.starts_with("cannot write "), "{err}");
-        assert!(err.contains(STATUS_FILE), "{err}");
-        assert_eq!(names(temp.path()), vec![STATE_FILE, STATUS_FILE]);
-        assert_eq!(store.load_enrollment().unwrap(), Some(enrollment()));
-    }
-
-    #[test]
-    fn prepare_creates_the_directory_and_refuses_an_unwritable_one() {
-        let temp = tempfile::tempdir().unwrap();
-        let dir = temp.path().join("new");
-        StateDir::new(&dir).prepare().unwrap();
-        assert_eq!(mode(&dir), 0o700);
-        assert!(names(&dir).is_empty());
-
-        // A file where the directory should be.
-        let file = temp.path().join("file");
-        fs::write(&file, "").unwrap();
-        let err = StateDir::new(file.join("sub"))
-            .prepare()
-            .unwrap_err()
-            .one_line();
-        assert!(err.starts_with("cannot create "), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
+use watchgrid_clientkit::text::io_text;
 
 /// Where userspace WireGuard implementations put their sockets (one per interface, shared by
 /// every network namespace on the host).
@@ -111,7 +112,7 @@ pub async fn get(socket: &Path, timeout: Duration) -> Result<Vec<UapiPeer>, Uapi
             _ => UapiError::Other(format!(
                 "cannot talk to {}: {}",
                 socket.display(),
-                crate::error::io_text(&e)
+                io_text(&e)
             )),
         })?;
     parse_get(&answer).map_err(UapiError::Other)

@@ -2,57 +2,11 @@
 //! numbers in a range, device names and tags, WireGuard keys), and the one-line rendering of
 //! every command-line usage error.
 
-use std::fmt;
-
 use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use reqwest::Url;
+// `--server`: checked as the agent checks its own.
+pub use watchgrid_clientkit::server_url::{server_url, ServerUrl};
 use watchgrid_wire::{DeviceStatus, Role};
-
-/// A server's base URL: `http` or `https`, a host, no credentials, query or fragment.
-/// Displayed without a trailing slash, which is also how the session file stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUrl(Url);
-
-impl ServerUrl {
-    pub fn url(&self) -> &Url {
-        &self.0
-    }
-
-    pub fn as_str(&self) -> &str {
-        self.0.as_str().trim_end_matches('/')
-    }
-}
-
-impl fmt::Display for ServerUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for ServerUrl {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        server_url(text)
-    }
-}
-
-pub fn server_url(text: &str) -> Result<ServerUrl, String> {
-    const EXPECTED: &str =
-        "expected an http:// or https:// URL such as https://watchgrid.example.com";
-    let url = Url::parse(text.trim()).map_err(|_| EXPECTED.to_string())?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(EXPECTED.to_string());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("the URL must not contain credentials".to_string());
-    }
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err("the URL must not have a query or fragment".to_string());
-    }
-    Ok(ServerUrl(url))
-}
 
 /// A tenant slug: lower-case letters, digits and `-`, at most 63 characters.
 pub fn tenant_slug(text: &str) -> Result<String, String> {
@@ -429,31 +383,6 @@ mod tests {
     )]
 
     use super::*;
-
-    #[test]
-    fn server_urls() {
-        assert_eq!(
-            server_url("http://127.0.0.1:9").unwrap().as_str(),
-            "http://127.0.0.1:9"
-        );
-        assert_eq!(
-            server_url("HTTPS://WG.Example.com:443/").unwrap().as_str(),
-            "https://wg.example.com"
-        );
-        assert_eq!(
-            server_url("https://h/prefix/").unwrap().as_str(),
-            "https://h/prefix"
-        );
-        for bad in [
-            "",
-            "wg.example.com",
-            "ftp://h",
-            "https://u:p@h",
-            "https://h/?x=1",
-        ] {
-            assert!(server_url(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn slugs() {

@@ -4,19 +4,20 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderValue, CONTENT_TYPE, LOCATION, RETRY_AFTER};
+use reqwest::header::{HeaderValue, CONTENT_TYPE};
 use reqwest::{Method, RequestBuilder, Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use watchgrid_clientkit::http::{client, transport_reason, ClientOptions, ErrorAnswer};
 use watchgrid_wire::{
     ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateOnboardingToken, CreatePlainDevice,
     CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken, CreatedPlainDevice, Device,
-    DeviceStatus, ErrorBody, LoginRequest, LoginResponse, OnboardingToken, Page, RefreshRequest,
-    Tenant, UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
+    DeviceStatus, LoginRequest, LoginResponse, OnboardingToken, Page, RefreshRequest, Tenant,
+    UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
 };
 
 use crate::args::ServerUrl;
-use crate::error::{transport_reason, CliError};
+use crate::error::CliError;
 use crate::session::{Session, SessionStore};
 
 /// Selects the tenant to act in; without it the server uses the session's tenant.
@@ -150,14 +151,15 @@ enum Credentials {
 
 impl ApiClient {
     pub fn new(server: ServerUrl, tenant: Option<String>, auth: Auth) -> Result<Self, CliError> {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("watchgrid-cli/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            // A redirect would resend credentials and bodies somewhere else; say so instead.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| CliError::Failed(format!("cannot set up the HTTP client: {e}")))?;
+        // The client follows no redirect: one would resend credentials and bodies somewhere
+        // else; the error says so instead.
+        let http = client(&ClientOptions {
+            user_agent: concat!("watchgrid-cli/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: CONNECT_TIMEOUT,
+            timeout: REQUEST_TIMEOUT,
+            system_proxy: true,
+        })
+        .map_err(CliError::Failed)?;
         Ok(ApiClient {
             http,
             server,
@@ -547,28 +549,10 @@ impl ApiClient {
 
     /// The response if it is a success, else its error envelope as [`CliError::Api`].
     async fn check(&self, resp: Response) -> Result<Response, CliError> {
-        let status = resp.status();
-        if status.is_success() {
+        if resp.status().is_success() {
             return Ok(resp);
         }
-        let header = |name| {
-            resp.headers()
-                .get(name)
-                .and_then(|v: &HeaderValue| v.to_str().ok())
-                .map(str::to_string)
-        };
-        let retry_after = header(RETRY_AFTER).and_then(|v| v.trim().parse::<u64>().ok());
-        let location = header(LOCATION);
-        let body = resp.bytes().await.unwrap_or_default();
-        let detail = serde_json::from_slice::<ErrorBody>(&body)
-            .ok()
-            .map(|envelope| Box::new(envelope.error));
-        Err(CliError::Api {
-            status: status.as_u16(),
-            detail,
-            retry_after,
-            location,
-        })
+        Err(ErrorAnswer::read(resp).await.into())
     }
 
     async fn decode<T: DeserializeOwned>(&self, resp: Response) -> Result<T, CliError> {

@@ -6,14 +6,12 @@
 //! | 1 | a runtime failure: an API error (any HTTP status), an expired session, an unreachable server, a local file problem |
 //! | 2 | bad arguments: clap's usage errors and the CLI's own validation ([`CliError::Usage`]) |
 
+use watchgrid_clientkit::files::FileError;
+use watchgrid_clientkit::http::{envelope_line, server_error_request_id, status_line, ErrorAnswer};
+use watchgrid_clientkit::text::one_line;
 use watchgrid_wire::ErrorDetail;
 
-/// The exit status of a successful run.
-pub const EXIT_OK: u8 = 0;
-/// The exit status of a runtime failure.
-pub const EXIT_FAILURE: u8 = 1;
-/// The exit status of a bad invocation (clap uses the same).
-pub const EXIT_USAGE: u8 = 2;
+pub use watchgrid_clientkit::exit::{EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
@@ -58,6 +56,23 @@ pub enum CliError {
     /// Any other runtime failure, already phrased for the user.
     #[error("{0}")]
     Failed(String),
+}
+
+impl From<FileError> for CliError {
+    fn from(err: FileError) -> CliError {
+        CliError::Failed(err.to_string())
+    }
+}
+
+impl From<ErrorAnswer> for CliError {
+    fn from(answer: ErrorAnswer) -> CliError {
+        CliError::Api {
+            status: answer.status,
+            detail: answer.detail,
+            retry_after: answer.retry_after,
+            location: answer.location,
+        }
+    }
 }
 
 impl CliError {
@@ -111,32 +126,13 @@ fn api_message(
             "no tenant selected: pass --tenant SLUG".to_string()
         }
         Some(detail) => {
-            let mut line = detail.message.clone();
-            if !detail.fields.is_empty() {
-                let fields: Vec<String> = detail
-                    .fields
-                    .iter()
-                    .map(|f| format!("{}: {}", f.field, f.reason))
-                    .collect();
-                line.push_str(": ");
-                line.push_str(&fields.join("; "));
-            }
-            if status >= 500 {
-                if let Some(id) = &detail.request_id {
-                    line.push_str(&format!(" (request id {id})"));
-                }
+            let mut line = envelope_line(detail);
+            if let Some(id) = server_error_request_id(status, detail) {
+                line.push_str(&format!(" (request id {id})"));
             }
             line
         }
-        None => {
-            let reason = reqwest::StatusCode::from_u16(status)
-                .ok()
-                .and_then(|s| s.canonical_reason())
-                .unwrap_or("");
-            format!("the server answered {status} {reason}")
-                .trim_end()
-                .to_string()
-        }
+        None => status_line(status),
     };
     if (300..400).contains(&status) {
         match location {
@@ -152,71 +148,6 @@ fn api_message(
         }
     }
     line
-}
-
-/// Control characters (newlines included) become spaces, so that a message from the server
-/// stays on one line and cannot drive the terminal.
-pub fn one_line(text: &str) -> String {
-    text.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect::<String>()
-        .trim()
-        .to_string()
-}
-
-/// Why a request did not get an answer, in a few words: `connection refused`, `timed out`,
-/// `failed to lookup address information: ...`, a TLS problem.
-pub fn transport_reason(err: &reqwest::Error) -> String {
-    if err.is_timeout() {
-        return "timed out".to_string();
-    }
-    let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
-    let mut source = std::error::Error::source(err);
-    while let Some(cause) = source {
-        // The OS error of a refused connection or a failed lookup; tokio-rustls also wraps TLS
-        // errors in an io::Error, whose text is then the TLS error's.
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return io_reason(io);
-        }
-        innermost = Some(cause);
-        source = cause.source();
-    }
-    match innermost {
-        Some(cause) => lower_first(&strip_os_error(&cause.to_string())),
-        None => lower_first(&err.to_string()),
-    }
-}
-
-/// An io::Error in a few lower-case words, without the `(os error N)` suffix.
-pub fn io_text(err: &std::io::Error) -> String {
-    lower_first(&strip_os_error(&err.to_string()))
-}
-
-fn io_reason(err: &std::io::Error) -> String {
-    use std::io::ErrorKind;
-    match err.kind() {
-        ErrorKind::ConnectionRefused => "connection refused".to_string(),
-        ErrorKind::ConnectionReset => "connection reset".to_string(),
-        ErrorKind::ConnectionAborted => "connection aborted".to_string(),
-        ErrorKind::TimedOut => "timed out".to_string(),
-        _ => io_text(err),
-    }
-}
-
-/// `Connection refused (os error 111)` → `Connection refused`.
-fn strip_os_error(text: &str) -> String {
-    match text.rfind(" (os error ") {
-        Some(at) if text.ends_with(')') => text[..at].to_string(),
-        _ => text.to_string(),
-    }
-}
-
-fn lower_first(text: &str) -> String {
-    let mut chars = text.chars();
-    match chars.next() {
-        Some(first) => first.to_lowercase().chain(chars).collect(),
-        None => String::new(),
-    }
 }
 
 #[cfg(test)]
@@ -372,14 +303,5 @@ mod tests {
             "cannot reach http://127.0.0.1:9 : connection refused"
         );
         assert_eq!(unreachable.exit_code(), EXIT_FAILURE);
-    }
-
-    #[test]
-    fn os_error_suffixes_are_dropped() {
-        assert_eq!(
-            strip_os_error("Connection refused (os error 111)"),
-            "Connection refused"
-        );
-        assert_eq!(lower_first("Connection refused"), "connection refused");
     }
 }

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
+use watchgrid_clientkit::text::one_line;
 use watchgrid_wire::{DeviceStatus, Role};
 
 use crate::args::{ServerUrl, TagList};
@@ -402,7 +403,7 @@ fn clap_error(err: &clap::Error) -> u8 {
             u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE)
         }
         _ => {
-            eprintln!("watchgrid: {}", error::one_line(&args::usage_line(err)));
+            eprintln!("watchgrid: {}", one_line(&args::usage_line(err)));
             EXIT_USAGE
         }
     }

@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use crate::error::{io_text, CliError};
+use watchgrid_clientkit::files::{create_private, temp_path};
+use watchgrid_clientkit::text::io_text;
+
+use crate::error::CliError;
 
 /// Columns are separated by this many spaces.
 const GAP: usize = 2;
@@ -181,28 +184,13 @@ impl PrivateFile {
             Some(dir) if !dir.as_os_str().is_empty() => dir,
             _ => Path::new("."),
         };
-        let temp = dir.join(format!(
-            ".{}.{}.{}.tmp",
-            name.to_string_lossy(),
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        let mut options = fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let file = options.open(&temp).map_err(|e| failed(io_text(&e)))?;
-        let file = PrivateFile {
+        let temp = temp_path(dir, &name.to_string_lossy());
+        let file = create_private(&temp).map_err(|e| failed(io_text(&e)))?;
+        Ok(PrivateFile {
             path: path.to_path_buf(),
             temp,
             file: Some(file),
-        };
-        // The umask can only remove bits; set the mode exactly anyway.
-        crate::session::set_mode(&file.temp, 0o600).map_err(|e| failed(io_text(&e)))?;
-        Ok(file)
+        })
     }
 
     pub fn path(&self) -> &Path {

@@ -3,7 +3,9 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use crate::error::{io_text, CliError};
+use watchgrid_clientkit::text::io_text;
+
+use crate::error::CliError;
 
 /// The username: prompted for on the terminal when stdin is one.
 pub fn username() -> Result<String, CliError> {

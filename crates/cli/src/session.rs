@@ -1,16 +1,16 @@
 //! The stored login session: `session.json` in the configuration directory, mode 0600 in a
-//! 0700 directory, replaced atomically (a temporary file in the same directory, then rename).
+//! 0700 directory, replaced atomically (a temporary file in the same directory, then rename;
+//! see `watchgrid_clientkit::files`).
 
 use std::fmt;
-use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use chrono::{SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
+use watchgrid_clientkit::files::PrivateDir;
 use watchgrid_wire::LoginResponse;
 
-use crate::error::{io_text, CliError};
+use crate::error::CliError;
 
 /// The file name inside the configuration directory.
 pub const SESSION_FILE: &str = "session.json";
@@ -77,36 +77,29 @@ impl fmt::Debug for Session {
 /// one; the CLI passes `config::config_dir()`.
 #[derive(Debug, Clone)]
 pub struct SessionStore {
-    dir: PathBuf,
+    dir: PrivateDir,
 }
 
 impl SessionStore {
     pub fn new(dir: impl Into<PathBuf>) -> SessionStore {
-        SessionStore { dir: dir.into() }
+        SessionStore {
+            dir: PrivateDir::new(dir),
+        }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(SESSION_FILE)
+        self.dir.file(SESSION_FILE)
     }
 
     /// The stored session; `None` when there is no file.
     pub fn load(&self) -> Result<Option<Session>, CliError> {
-        let path = self.path();
-        let text = match fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(CliError::Failed(format!(
-                    "cannot read {}: {}",
-                    path.display(),
-                    io_text(&e)
-                )))
-            }
+        let Some(text) = self.dir.read(SESSION_FILE)? else {
+            return Ok(None);
         };
         serde_json::from_str(&text).map(Some).map_err(|e| {
             CliError::Failed(format!(
                 "the session file {} is damaged ({e}): delete it and run watchgrid login",
-                path.display()
+                self.path().display()
             ))
         })
     }
@@ -114,95 +107,16 @@ impl SessionStore {
     /// Write the session: the directory is created 0700 if missing, the file is 0600 from its
     /// first byte and replaces the old one in one rename.
     pub fn save(&self, session: &Session) -> Result<(), CliError> {
-        self.create_dir()?;
         let mut text = serde_json::to_string_pretty(session)
             .map_err(|e| CliError::Failed(format!("cannot encode the session: {e}")))?;
         text.push('\n');
-
-        let path = self.path();
-        let temp = self.dir.join(format!(
-            ".{SESSION_FILE}.{}.{}.tmp",
-            std::process::id(),
-            Utc::now().timestamp_nanos_opt().unwrap_or_default()
-        ));
-        let written = write_private(&temp, text.as_bytes()).and_then(|()| fs::rename(&temp, &path));
-        if let Err(e) = written {
-            let _ = fs::remove_file(&temp);
-            return Err(CliError::Failed(format!(
-                "cannot write {}: {}",
-                path.display(),
-                io_text(&e)
-            )));
-        }
-        // Make the rename durable; a failure here loses nothing that matters.
-        if let Ok(dir) = fs::File::open(&self.dir) {
-            let _ = dir.sync_all();
-        }
-        Ok(())
+        Ok(self.dir.write(SESSION_FILE, text.as_bytes())?)
     }
 
     /// Remove the session file; `false` when there was none.
     pub fn delete(&self) -> Result<bool, CliError> {
-        match fs::remove_file(self.path()) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(CliError::Failed(format!(
-                "cannot delete {}: {}",
-                self.path().display(),
-                io_text(&e)
-            ))),
-        }
+        Ok(self.dir.remove(SESSION_FILE)?)
     }
-
-    fn create_dir(&self) -> Result<(), CliError> {
-        if self.dir.is_dir() {
-            return Ok(());
-        }
-        let mut builder = fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            builder.mode(0o700);
-        }
-        builder
-            .create(&self.dir)
-            .and_then(|()| set_mode(&self.dir, 0o700))
-            .map_err(|e| {
-                CliError::Failed(format!(
-                    "cannot create {}: {}",
-                    self.dir.display(),
-                    io_text(&e)
-                ))
-            })
-    }
-}
-
-/// Create `path` (which must not exist) readable by its owner only, and write `bytes`.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    // The umask can only remove bits; set the mode exactly anyway.
-    set_mode(path, 0o600)?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-#[cfg(unix)]
-pub(crate) fn set_mode(path: &Path, mode: u32) -> std::io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-}
-
-#[cfg(not(unix))]
-pub(crate) fn set_mode(_path: &Path, _mode: u32) -> std::io::Result<()> {
-    Ok(())
 }
 
 #[cfg(test)]
@@ -211,6 +125,9 @@ mod tests {
         clippy::unwrap_used,
         reason = "a test should fail loudly on any unexpected error"
     )]
+
+    use std::fs;
+    use std::path::Path;
 
     use super::*;
 
@@ -241,19 +158,6 @@ mod tests {
         assert!(store.delete().unwrap());
         assert!(!store.delete().unwrap());
         assert_eq!(store.load().unwrap(), None);
-    }
-
-    #[test]
-    fn no_temporary_file_is_left_behind() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SessionStore::new(dir.path());
-        store.save(&session()).unwrap();
-        store.save(&session()).unwrap();
-        let names: Vec<_> = fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        assert_eq!(names, vec![SESSION_FILE.to_string()]);
     }
 
     #[cfg(unix)]

@@ -10,6 +10,8 @@
 
 use std::process::{Command, Output, Stdio};
 
+use watchgrid_clientkit::testing::{self, stderr, stdout};
+
 /// A port nothing listens on: connections to it are refused at once.
 const CLOSED: &str = "http://127.0.0.1:9";
 
@@ -28,21 +30,9 @@ fn watchgrid(args: &[&str]) -> (Output, tempfile::TempDir) {
     (output, config)
 }
 
-fn stdout(output: &Output) -> String {
-    String::from_utf8(output.stdout.clone()).unwrap()
-}
-
-fn stderr(output: &Output) -> String {
-    String::from_utf8(output.stderr.clone()).unwrap()
-}
-
 /// stderr must be exactly one line starting `watchgrid: `; returns it.
 fn one_error_line(output: &Output) -> String {
-    let err = stderr(output);
-    let lines: Vec<&str> = err.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one line on stderr, got {err:?}");
-    assert!(lines[0].starts_with("watchgrid: "), "{err:?}");
-    lines[0].to_string()
+    testing::one_error_line(output, "watchgrid")
 }
 
 #[test]

@@ -130,11 +130,7 @@ impl Cli {
 
 /// stderr is one line, `watchgrid: ...`; returns it.
 fn error_line(out: &Output) -> String {
-    let stderr = String::from_utf8(out.stderr.clone()).unwrap();
-    let lines: Vec<_> = stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "expected one error line, got {stderr:?}");
-    assert!(lines[0].starts_with("watchgrid: "), "{stderr:?}");
-    lines[0].to_owned()
+    watchgrid_clientkit::testing::one_error_line(out, "watchgrid")
 }
 
 #[test]

@@ -24,6 +24,17 @@ struct Server {
     process: Process,
 }
 
+/// Removes `/var/run/wireguard/<name>.sock` of each name on drop.
+struct SocketCleanup(Vec<String>);
+
+impl Drop for SocketCleanup {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
+        }
+    }
+}
+
 fn start_server(ns: &NetNs, data: &Path, interface: &str, log: &Path) -> Server {
     let data_dir = data.to_str().unwrap();
     let process = ns
@@ -131,6 +142,9 @@ fn devices_join_the_fleet() {
 
     let dir = tempfile::tempdir().unwrap();
     let tag = unique_tag();
+    // Userspace interfaces keep their UAPI socket in the host's /var/run/wireguard whatever
+    // the namespace; remove this test's sockets however it ends.
+    let _sockets = SocketCleanup(["wgs", "wgaa", "wgab", "wgc"].iter().map(|p| format!("{p}{tag}")).collect());
     let srv = NetNs::new("srv").unwrap();
     let lan = Lan::new(&srv, &format!("{SERVER_LAN}/24")).unwrap();
     let net = std::process::id() % 200 + 20;

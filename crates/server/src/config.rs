@@ -602,6 +602,17 @@ fn read_fleet(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, frontend_host: &s
                 .map_err(|_| "must be an address and port such as 100.64.0.1:8081".into())
         },
     );
+    // Agents call the advertised agent API with their credential over plain HTTP: it must be
+    // an address inside the overlay, so the credential only ever travels through the tunnel.
+    if !matches!(agent_listen.ip(), std::net::IpAddr::V4(ip) if overlay.contains(&ip)) {
+        r.problem(
+            "WATCHGRID_AGENT_LISTEN",
+            format!(
+                "must be an address inside WATCHGRID_OVERLAY_CIDR ({overlay}), normally the server's \
+                 overlay address {server_ip}, so that agents reach it only through the tunnel (got {agent_listen})"
+            ),
+        );
+    }
     let heartbeat_interval_secs = r.parse("WATCHGRID_HEARTBEAT_INTERVAL_SECS", 30u32, |v| {
         v.parse::<u32>()
             .ok()

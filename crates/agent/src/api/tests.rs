@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use watchgrid_wire::{ErrorDetail, HeartbeatAck, RegisterResponse, ServerInfo};
+use watchgrid_wire::{ErrorBody, ErrorDetail, HeartbeatAck, RegisterResponse, ServerInfo};
 
 use super::*;
 use crate::args::server_url;

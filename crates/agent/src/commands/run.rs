@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
+use watchgrid_clientkit::text::io_text;
 use watchgrid_wire::Heartbeat;
 
 use crate::api::{AgentApiClient, PublicClient};
@@ -96,10 +97,7 @@ impl Signals {
     fn new() -> Result<Signals, AgentError> {
         let register = |kind| {
             signal(kind).map_err(|e| {
-                AgentError::Failed(format!(
-                    "cannot listen for signals: {}",
-                    crate::error::io_text(&e)
-                ))
+                AgentError::Failed(format!("cannot listen for signals: {}", io_text(&e)))
             })
         };
         Ok(Signals {

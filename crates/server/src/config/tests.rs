@@ -290,3 +290,20 @@ fn documented_variables(doc: &str) -> BTreeSet<String> {
     }
     names
 }
+
+#[test]
+fn agent_api_must_listen_inside_the_overlay() {
+    let err = load(
+        &[("WATCHGRID_AGENT_LISTEN", "0.0.0.0:8081")],
+        SecretGeneration::ReadOnly,
+    )
+    .unwrap_err();
+    assert!(problem_for(&err, "WATCHGRID_AGENT_LISTEN").contains("inside WATCHGRID_OVERLAY_CIDR"));
+    let config = load(
+        &[("WATCHGRID_OVERLAY_CIDR", "10.50.0.0/16")],
+        SecretGeneration::ReadOnly,
+    )
+    .unwrap();
+    assert_eq!(config.fleet.agent_listen.to_string(), "10.50.0.1:8081", "follows the overlay");
+    assert_eq!(config.fleet.endpoint, "localhost:51820");
+}
