@@ -26,6 +26,9 @@ command -v ip >/dev/null || missing+=(iproute2)
 command -v ping >/dev/null || missing+=(iputils-ping)
 command -v wg >/dev/null || missing+=(wireguard-tools)
 command -v wireguard-go >/dev/null || missing+=(wireguard-go)
+# The SSH CA is checked against OpenSSH itself.
+command -v ssh-keygen >/dev/null || missing+=(openssh-client)
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v runuser >/dev/null || missing+=(util-linux)
 
 if [ ${#missing[@]} -gt 0 ]; then
