@@ -29,6 +29,9 @@ command -v wireguard-go >/dev/null || missing+=(wireguard-go)
 # The SSH CA is checked against OpenSSH itself.
 command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+# Magic DNS is queried with dig and forwards to a dnsmasq the tests run.
+command -v dig >/dev/null || missing+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null || missing+=(dnsmasq)
 command -v runuser >/dev/null || missing+=(util-linux)
 
 if [ ${#missing[@]} -gt 0 ]; then
