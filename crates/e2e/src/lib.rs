@@ -99,7 +99,17 @@ impl Api {
 }
 
 /// Poll `check` every 200 ms until it returns `Some`, or fail after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, check, String::new)
+}
+
+/// Like [`wait_for`], adding `context()` (logs, say) to the failure message.
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check() {
@@ -107,7 +117,8 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Opt
         }
         assert!(
             Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            context()
         );
         std::thread::sleep(Duration::from_millis(200));
     }

@@ -129,21 +129,34 @@ pub async fn run_http(
     }
 }
 
-/// Migrate, then create the bootstrap administrator, then mark the server ready. Returns
-/// whether it got there.
+/// Migrate, create the bootstrap administrator, load the device index, then mark the server
+/// ready. Returns whether it got there.
 pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> bool {
     if !migrate_until_done(state.db.clone(), state.migrations.clone(), migrator).await {
         return false;
     }
     let mut delay = Duration::from_secs(1);
-    while let Err(err) = crate::bootstrap::ensure_admin(state).await {
-        tracing::warn!(
-            error = format!("{err:#}"),
-            retry_in_seconds = delay.as_secs(),
-            "creating the bootstrap administrator failed; retrying"
-        );
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(30));
+    loop {
+        let prepared = async {
+            crate::bootstrap::ensure_admin(state).await?;
+            let rows = watchgrid_store::devices::all_devices(&state.db).await?;
+            state.fleet.index.load(&rows);
+            tracing::info!(devices = rows.len(), "device index loaded");
+            anyhow::Ok(())
+        }
+        .await;
+        match prepared {
+            Ok(()) => break,
+            Err(err) => {
+                tracing::warn!(
+                    error = format!("{err:#}"),
+                    retry_in_seconds = delay.as_secs(),
+                    "preparing the server failed; retrying"
+                );
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+            }
+        }
     }
     state.migrations.set(MigrationStatus::Ok);
     true

@@ -24,6 +24,7 @@ backend_tests!(
     concurrent_registrations_get_distinct_addresses,
     listing_filters_and_pages,
     plain_devices_get_a_wireguard_config,
+    devices_survive_a_restart,
 );
 
 const NO_WG: &[(&str, &str)] = &[
@@ -465,4 +466,38 @@ async fn plain_devices_get_a_wireguard_config(backend: TestBackend) {
         .as_str()
         .unwrap()
         .contains("# PrivateKey"));
+}
+
+/// A restarted server knows every device before it is ready: the index is loaded from the
+/// database, so heartbeats keep working and the hub would re-add every peer.
+async fn devices_survive_a_restart(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({})).await;
+    let enrolled = register(&app, &token, "keeper", &fresh_key()).await.json();
+
+    // A second server process on the same database: a fresh state, prepared as at start-up.
+    let restarted = common::state_for(&app.db, &[]).await;
+    assert_eq!(restarted.fleet.index.len(), 0);
+    assert!(watchgrid_server::serve::prepare_database(&restarted, restarted.db.migrator()).await);
+    assert_eq!(
+        restarted.fleet.index.len(),
+        1,
+        "the index is loaded before readiness"
+    );
+    let ip: std::net::Ipv4Addr = enrolled["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let entry = restarted
+        .fleet
+        .index
+        .by_ip(ip)
+        .expect("the device is known");
+    assert_eq!(entry.name, "keeper");
+    assert!(entry.credential_hash.is_some());
 }

@@ -77,6 +77,12 @@ fn main() {
         });
         let actual = timed("peers()", || iface.peers().unwrap());
         assert_eq!(actual.len(), n as usize);
+        let attached = UserspaceInterface::attach(iface.interface()).unwrap();
+        let via_socket = timed("peers() via the socket (attach)", || {
+            attached.peers().unwrap()
+        });
+        assert_eq!(via_socket.len(), n as usize);
+        drop(attached);
         timed("check()", || {
             let iface = Arc::clone(&iface);
             thread.run(move || iface.check()).unwrap();
@@ -97,6 +103,14 @@ fn main() {
         });
         let changed = peers(n, salt, 128);
         timed("set_peers, all allowed IPs changed", || {
+            iface.set_peers(&changed).unwrap()
+        });
+        let attached = UserspaceInterface::attach(iface.interface()).unwrap();
+        timed("set_peers, all changed back, via the socket", || {
+            attached.set_peers(&desired).unwrap()
+        });
+        drop(attached);
+        timed("set_peers, all allowed IPs changed again", || {
             iface.set_peers(&changed).unwrap()
         });
         let keys: Vec<PublicKey> = changed

@@ -57,6 +57,11 @@ pub enum Error {
     /// The UAPI socket refused a request (`errno=N`) or answered something unreadable.
     #[error("UAPI: {0}")]
     Uapi(String),
+    /// The interface did not answer a UAPI request in time (a stopped or stuck device, or a
+    /// process that accepts connections and never answers). The message names the interface,
+    /// the request and the limit.
+    #[error("timed out: {0}")]
+    Timeout(String),
     /// An external command (`ip`, `wg`) failed; `stderr` is its last words.
     #[error("`{command}` failed: {stderr}")]
     Command {
@@ -124,13 +129,16 @@ pub(crate) const EPERM: i32 = 1;
 pub(crate) const ENOENT: i32 = 2;
 pub(crate) const EIO: i32 = 5;
 pub(crate) const ENXIO: i32 = 6;
+pub(crate) const ENOMEM: i32 = 12;
 pub(crate) const EACCES: i32 = 13;
 pub(crate) const EBUSY: i32 = 16;
+pub(crate) const EEXIST: i32 = 17;
 pub(crate) const ENODEV: i32 = 19;
 pub(crate) const EINVAL: i32 = 22;
 pub(crate) const EPROTO: i32 = 71;
 pub(crate) const EADDRINUSE: i32 = 98;
 pub(crate) const ENOTSUP: i32 = 95;
+pub(crate) const ETIMEDOUT: i32 = 110;
 
 /// A short name for an errno value as the UAPI reports it (wireguard-go sends it negated).
 pub(crate) fn errno_name(code: i32) -> &'static str {
@@ -141,11 +149,14 @@ pub(crate) fn errno_name(code: i32) -> &'static str {
         ENXIO => "ENXIO",
         EACCES => "EACCES",
         EBUSY => "EBUSY",
+        EEXIST => "EEXIST",
+        ENOMEM => "ENOMEM",
         ENODEV => "ENODEV",
         EINVAL => "EINVAL",
         EPROTO => "EPROTO",
         EADDRINUSE => "EADDRINUSE",
         ENOTSUP => "ENOTSUP",
+        ETIMEDOUT => "ETIMEDOUT",
         _ => "unknown errno",
     }
 }

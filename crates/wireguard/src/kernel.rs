@@ -10,8 +10,9 @@
 //!
 //! Because `wg` also speaks the UAPI socket, [`KernelInterface::attach`] can manage any existing
 //! interface `wg` can reach (a kernel link, or wireguard-go); the tests use it on wireguard-go.
-//! Do not attach it to a boringtun interface: `wg` updates peers in place, which boringtun
-//! 0.7.1 cannot do (see [`crate::UserspaceInterface`]).
+//! For a boringtun interface use [`crate::UserspaceInterface::attach`] (or [`crate::attach`]):
+//! `wg` updates peers in place, which boringtun 0.7.1 cannot do, and the socket this crate serves
+//! for boringtun refuses such updates (`File exists`).
 
 use std::fmt::Write as _;
 use std::time::SystemTime;

@@ -2,8 +2,13 @@
 //! [`Backend`] trait, in the kernel or in userspace (boringtun on a TUN device).
 //!
 //! Architecture invariant: this crate knows nothing of HTTP, SQL or async runtimes. Every call
-//! blocks (UAPI socket round trips, `ip` and `wg` commands); async callers use
-//! `spawn_blocking`. It uses std threads only (boringtun's device threads).
+//! blocks (UAPI socket round trips, `ip` and `wg` commands), each under a time limit; async
+//! callers use `spawn_blocking`. It uses std threads only: boringtun's device threads and, per
+//! userspace interface, one thread serving its UAPI socket (plus one per open connection).
+//!
+//! Signals: nothing here installs signal handlers or changes a signal mask. SIGTERM and SIGINT
+//! stay the host program's (boringtun's own signal handling is never enabled; see
+//! [`UserspaceInterface`]).
 //!
 //! API boundary: callers see [`Backend`], [`Peer`], [`PeerStats`], [`diff`], the key and
 //! config types and [`Error`]; boringtun, the UAPI text protocol and the command lines of `ip`
@@ -182,6 +187,19 @@ pub fn open(spec: &InterfaceSpec, kind: BackendKind) -> Result<Box<dyn Backend>,
             }
             Err(err) => Err(err),
         },
+    }
+}
+
+/// Manages an existing interface without owning it (dropping the handle leaves it running): a
+/// userspace one through its UAPI socket if `/var/run/wireguard/<name>.sock` exists (as `wg`
+/// decides), else a kernel one through `wg`. See [`UserspaceInterface::attach`] and
+/// [`KernelInterface::attach`].
+pub fn attach(name: &str) -> Result<Box<dyn Backend>, Error> {
+    validate_interface_name(name)?;
+    if uapi::socket_path(name).exists() {
+        Ok(Box::new(UserspaceInterface::attach(name)?))
+    } else {
+        Ok(Box::new(KernelInterface::attach(name)?))
     }
 }
 

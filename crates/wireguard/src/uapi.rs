@@ -9,11 +9,13 @@
 //! - boringtun reports `last_handshake_time_sec` as seconds *since* the handshake, the kernel and
 //!   wireguard-go as a Unix time; [`handshake_time`] tells them apart.
 
-use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
 
@@ -27,12 +29,18 @@ pub(crate) const SOCKET_DIR: &str = "/var/run/wireguard";
 /// Handshake times below this (2001-09-09 as a Unix time, 31 years as an age) are ages.
 const UNIX_TIME_FLOOR: u64 = 1_000_000_000;
 
-/// How long a `get` or `set` may wait for the device: a transaction adding 100,000 peers to
-/// boringtun takes about 10 s (docs/wireguard.md).
-const IO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long each read of a `get` answer may wait: a live device starts answering at once and
+/// streams without pause (100,000 peers in 0.25 s), so silence this long means it is stuck.
+pub(crate) const GET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The part of a `set`'s time limit that does not depend on its size (see [`set_timeout`]).
+const SET_TIMEOUT_BASE: Duration = Duration::from_secs(30);
 
 /// How long a health probe waits: the device answers it at once unless it is stuck.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long `connect` may wait for a place in the listener's backlog.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The socket path of interface `name`.
 pub(crate) fn socket_path(name: &str) -> PathBuf {
@@ -233,7 +241,274 @@ pub(crate) fn errno_error(name: &str, op: &str, errno: i32, listen_port: Option<
     }
 }
 
-/// A UAPI client for one interface's socket. One connection per request.
+/// Why reading or writing a UAPI exchange failed, before it is worded for the caller.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// An I/O error; `TimedOut` and `WouldBlock` mean a limit passed.
+    Io(std::io::Error),
+    /// The other side closed the connection before the answer was complete.
+    Closed,
+    /// The answer does not follow the protocol.
+    Garbled(String),
+}
+
+impl Failure {
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, Failure::Io(e) if is_timeout(e))
+    }
+}
+
+impl From<std::io::Error> for Failure {
+    fn from(e: std::io::Error) -> Self {
+        Failure::Io(e)
+    }
+}
+
+pub(crate) fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
+/// Reads one line (without its newline) into `line`; a closed connection is [`Failure::Closed`].
+pub(crate) fn read_line<R: BufRead>(reader: &mut R, line: &mut String) -> Result<(), Failure> {
+    line.clear();
+    let n = reader.read_line(line)?;
+    if n == 0 || !line.ends_with('\n') {
+        return Err(Failure::Closed);
+    }
+    line.pop();
+    Ok(())
+}
+
+/// Reads the `errno=N` line that ends every answer, and (`blank`) the empty line after it.
+pub(crate) fn read_errno<R: BufRead>(reader: &mut R, blank: bool) -> Result<i32, Failure> {
+    let mut line = String::new();
+    read_line(reader, &mut line)?;
+    let errno = parse_errno_line(&line)
+        .ok_or_else(|| Failure::Garbled(format!("expected errno=N, got {line:?}")))?;
+    if blank {
+        read_line(reader, &mut line)?;
+        if !line.is_empty() {
+            return Err(Failure::Garbled(format!(
+                "expected an empty line after errno, got {line:?}"
+            )));
+        }
+    }
+    Ok(errno)
+}
+
+fn parse_errno_line(line: &str) -> Option<i32> {
+    line.strip_prefix("errno=")?.parse().ok()
+}
+
+/// Reads the answer to `get=1`: every line before `errno=` goes to `on_line`; returns the errno.
+pub(crate) fn read_get<R: BufRead>(
+    reader: &mut R,
+    blank: bool,
+    on_line: &mut dyn FnMut(&str),
+) -> Result<i32, Failure> {
+    let mut line = String::new();
+    loop {
+        read_line(reader, &mut line)?;
+        if let Some(errno) = parse_errno_line(&line) {
+            if blank {
+                read_line(reader, &mut line)?;
+                if !line.is_empty() {
+                    return Err(Failure::Garbled(format!(
+                        "expected an empty line after errno, got {line:?}"
+                    )));
+                }
+            }
+            return Ok(errno);
+        }
+        if line.starts_with("errno=") {
+            return Err(Failure::Garbled(format!("unreadable errno {line:?}")));
+        }
+        on_line(&line);
+    }
+}
+
+/// Feeds the lines of a `get=1` answer to a [`GetParser`], keeping the first parse error
+/// (the rest of the answer must still be read).
+pub(crate) struct GetCollector {
+    parser: GetParser,
+    error: Option<Error>,
+}
+
+impl GetCollector {
+    pub(crate) fn new() -> Self {
+        GetCollector {
+            parser: GetParser::new(SystemTime::now()),
+            error: None,
+        }
+    }
+
+    pub(crate) fn line(&mut self, line: &str) {
+        if self.error.is_none() {
+            if let Err(e) = self.parser.line(line) {
+                self.error = Some(e);
+            }
+        }
+    }
+
+    /// The device state, given the answer's errno.
+    pub(crate) fn finish(self, name: &str, errno: i32) -> Result<DeviceState, Error> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if errno != 0 {
+            return Err(errno_error(name, "get", errno, None));
+        }
+        Ok(self.parser.finish())
+    }
+}
+
+/// The time of the last byte a [`TimedStream`] moved: lets a health check tell a long but
+/// progressing transaction from a stuck device.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    base: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Self {
+        Progress {
+            base: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn touch(&self) {
+        let ms = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Time since the last byte moved.
+    pub(crate) fn idle(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+        self.base.elapsed().saturating_sub(last)
+    }
+}
+
+/// A Unix stream whose reads and writes each wait at most `idle`, and never past `deadline`:
+/// a peer that stops answering yields a `TimedOut` error instead of a hang.
+#[derive(Debug)]
+pub(crate) struct TimedStream {
+    stream: UnixStream,
+    idle: Duration,
+    deadline: Option<Instant>,
+    progress: Option<Arc<Progress>>,
+}
+
+impl TimedStream {
+    pub(crate) fn new(stream: UnixStream, progress: Option<Arc<Progress>>) -> Self {
+        TimedStream {
+            stream,
+            idle: GET_TIMEOUT,
+            deadline: None,
+            progress,
+        }
+    }
+
+    /// Limits for the next exchange: each read or write waits at most `idle`, and the whole
+    /// exchange ends at `total` from now.
+    pub(crate) fn limit(&mut self, idle: Duration, total: Option<Duration>) {
+        self.idle = idle;
+        self.deadline = total.map(|t| Instant::now() + t);
+    }
+
+    fn budget(&self) -> std::io::Result<Duration> {
+        let mut budget = self.idle;
+        if let Some(deadline) = self.deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "time limit reached",
+                ));
+            }
+            budget = budget.min(left);
+        }
+        Ok(budget.max(Duration::from_millis(1)))
+    }
+
+    fn moved(&self, n: usize) {
+        if n > 0 {
+            if let Some(progress) = &self.progress {
+                progress.touch();
+            }
+        }
+    }
+}
+
+impl Read for TimedStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.stream.set_read_timeout(Some(self.budget()?))?;
+        let n = (&self.stream).read(buf)?;
+        self.moved(n);
+        Ok(n)
+    }
+}
+
+impl Write for TimedStream {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.stream.set_write_timeout(Some(self.budget()?))?;
+        let n = (&self.stream).write(buf)?;
+        self.moved(n);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Connects to a Unix socket, waiting at most `timeout` (a listener whose backlog is full, as
+/// that of a process that stopped accepting, would otherwise block `connect` for ever).
+pub(crate) fn connect(path: &Path, timeout: Duration) -> std::io::Result<UnixStream> {
+    use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, UnixAddr};
+    use nix::sys::time::TimeVal;
+    use std::os::fd::AsRawFd as _;
+
+    let fd = socket::socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    let micros = i64::try_from(timeout.as_micros()).unwrap_or(i64::MAX);
+    let limit = TimeVal::new(micros / 1_000_000, (micros % 1_000_000).max(1));
+    socket::setsockopt(&fd, sockopt::SendTimeout, &limit)?;
+    socket::connect(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+    Ok(UnixStream::from(fd))
+}
+
+/// How long a `set` may take in all: 30 s, plus 1 s per MiB of request (a 100,000-peer
+/// transaction is about 23 MiB and takes boringtun about 6 s).
+pub(crate) fn set_timeout(request_bytes: usize) -> Duration {
+    SET_TIMEOUT_BASE + Duration::from_secs((request_bytes >> 20) as u64)
+}
+
+/// Words a failed exchange with interface `name` for the caller.
+pub(crate) fn failure_error(name: &str, op: &str, limit: Duration, failure: Failure) -> Error {
+    match failure {
+        f if f.is_timeout() => Error::Timeout(format!(
+            "{op} on interface {name}: no answer within {}s",
+            limit.as_secs()
+        )),
+        Failure::Io(e) => crate::error::io_context(format!("{op} on interface {name}"), e),
+        Failure::Closed => Error::Uapi(format!(
+            "{op}: interface {name} closed the UAPI connection without an answer"
+        )),
+        Failure::Garbled(message) => Error::Uapi(format!("{op} on interface {name}: {message}")),
+    }
+}
+
+/// A UAPI client for one interface's socket, any implementation (boringtun behind this crate,
+/// wireguard-go, another process): one connection per request, every step under a time limit.
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     name: String,
@@ -252,8 +527,8 @@ impl Client {
         &self.path
     }
 
-    fn connect(&self, timeout: Duration) -> Result<UnixStream, Error> {
-        let stream = UnixStream::connect(&self.path).map_err(|e| match e.kind() {
+    fn connect(&self, limit: Duration) -> Result<TimedStream, Error> {
+        let stream = connect(&self.path, CONNECT_TIMEOUT.min(limit)).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
                 Error::InterfaceGone(format!(
                     "interface {} is gone: its UAPI socket {} does not answer ({e})",
@@ -261,73 +536,54 @@ impl Client {
                     self.path.display()
                 ))
             }
+            _ if is_timeout(&e) => Error::Timeout(format!(
+                "interface {}: its UAPI socket {} accepts no connection (the process behind it has stopped answering)",
+                self.name,
+                self.path.display()
+            )),
             _ => crate::error::os_error(format!("connecting to {}", self.path.display()), e),
         })?;
-        let io = |e| crate::error::io_context(format!("UAPI socket {}", self.path.display()), e);
-        stream.set_read_timeout(Some(timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(timeout)).map_err(io)?;
-        Ok(stream)
+        Ok(TimedStream::new(stream, None))
     }
 
-    /// `get=1`, parsed while it streams in.
+    /// `get=1`, parsed while it streams in; each read waits at most [`GET_TIMEOUT`].
     pub(crate) fn get(&self) -> Result<DeviceState, Error> {
-        let stream = self.connect(IO_TIMEOUT)?;
-        (&stream)
+        let mut stream = self.connect(GET_TIMEOUT)?;
+        stream.limit(GET_TIMEOUT, None);
+        let mut collector = GetCollector::new();
+        let errno = stream
             .write_all(b"get=1\n\n")
-            .map_err(|e| self.io_error("writing get", e))?;
-        let mut reader = BufReader::with_capacity(1 << 16, &stream);
-        let mut parser = GetParser::new(SystemTime::now());
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .map_err(|e| self.io_error("reading the answer to get", e))?;
-            if n == 0 {
-                return Err(self.closed("get"));
-            }
-            if let Some(errno) = parser.line(line.trim_end_matches('\n'))? {
-                if errno != 0 {
-                    return Err(errno_error(&self.name, "get", errno, None));
-                }
-                return Ok(parser.finish());
-            }
-        }
+            .map_err(Failure::from)
+            .and_then(|()| {
+                let mut reader = BufReader::with_capacity(1 << 16, &mut stream);
+                read_get(&mut reader, false, &mut |line| collector.line(line))
+            })
+            .map_err(|f| failure_error(&self.name, "get", GET_TIMEOUT, f))?;
+        collector.finish(&self.name, errno)
     }
 
     /// Sends `set=1` with `body` (complete `key=value\n` lines, without the closing blank line)
-    /// and waits for its errno. The request text is not kept in errors: it may hold a key.
+    /// and waits for its errno, for at most [`set_timeout`]. The request text is not kept in
+    /// errors: it may hold a key.
     pub(crate) fn set(&self, body: &str, listen_port: Option<u16>) -> Result<(), Error> {
-        let stream = self.connect(IO_TIMEOUT)?;
-        {
-            let mut writer = BufWriter::with_capacity(1 << 16, &stream);
-            writer
-                .write_all(b"set=1\n")
-                .and_then(|()| writer.write_all(body.as_bytes()))
-                .and_then(|()| writer.write_all(b"\n"))
-                .and_then(|()| writer.flush())
-                .map_err(|e| self.io_error("writing set", e))?;
-        }
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        loop {
-            line.clear();
-            let n = reader
-                .read_line(&mut line)
-                .map_err(|e| self.io_error("reading the answer to set", e))?;
-            if n == 0 {
-                return Err(self.closed("set"));
+        let limit = set_timeout(body.len());
+        let mut stream = self.connect(limit)?;
+        stream.limit(limit, Some(limit));
+        let errno = (|| {
+            {
+                let mut writer = BufWriter::with_capacity(1 << 16, &mut stream);
+                writer.write_all(b"set=1\n")?;
+                writer.write_all(body.as_bytes())?;
+                writer.write_all(b"\n")?;
+                writer.flush()?;
             }
-            if let Some(value) = line.trim_end().strip_prefix("errno=") {
-                let errno: i32 = value.parse().map_err(|_| {
-                    Error::Uapi(format!("unreadable errno {value:?} from {}", self.name))
-                })?;
-                return if errno == 0 {
-                    Ok(())
-                } else {
-                    Err(errno_error(&self.name, "set", errno, listen_port))
-                };
-            }
+            read_errno(&mut BufReader::new(&mut stream), false)
+        })()
+        .map_err(|f| failure_error(&self.name, "set", limit, f))?;
+        if errno == 0 {
+            Ok(())
+        } else {
+            Err(errno_error(&self.name, "set", errno, listen_port))
         }
     }
 
@@ -335,59 +591,38 @@ impl Client {
     /// operation other than `get`/`set`, which every implementation answers with `errno=N`
     /// (boringtun: `errno=5`; wireguard-go: an "invalid operation" errno) and nothing else.
     pub(crate) fn probe(&self) -> Result<(), Error> {
-        let stream = self.connect(PROBE_TIMEOUT)?;
-        let stuck = |e: std::io::Error| match e.kind() {
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
-                Error::InterfaceGone(format!(
-                    "interface {} is stuck: no answer on its UAPI socket within {}s",
-                    self.name,
-                    PROBE_TIMEOUT.as_secs()
-                ))
-            }
-            _ => self.io_error("probing", e),
-        };
-        (&stream)
-            .write_all(b"watchgrid_probe=1\n\n")
-            .map_err(stuck)?;
-        let mut reader = BufReader::new(&stream);
-        let mut line = String::new();
-        reader.read_line(&mut line).map_err(stuck)?;
-        if line.starts_with("errno=") {
-            Ok(())
-        } else {
-            Err(Error::InterfaceGone(format!(
-                "interface {} does not answer on its UAPI socket (got {:?})",
-                self.name,
-                line.trim_end()
-            )))
+        let mut stream = self.connect(PROBE_TIMEOUT)?;
+        stream.limit(PROBE_TIMEOUT, Some(PROBE_TIMEOUT));
+        let result = stream
+            .write_all(PROBE_REQUEST)
+            .map_err(Failure::from)
+            .and_then(|()| read_errno(&mut BufReader::new(&mut stream), false));
+        match result {
+            Ok(_) => Ok(()),
+            Err(f) if f.is_timeout() => Err(stuck(&self.name)),
+            Err(Failure::Garbled(message)) => Err(Error::InterfaceGone(format!(
+                "interface {} does not answer on its UAPI socket ({message})",
+                self.name
+            ))),
+            Err(f) => Err(failure_error(&self.name, "probe", PROBE_TIMEOUT, f)),
         }
     }
 
-    /// Whether something answers on the socket: true if a connection is accepted.
+    /// Whether something answers on the socket: true if a connection is accepted in time.
     pub(crate) fn is_live(path: &Path) -> bool {
-        UnixStream::connect(path).is_ok()
+        connect(path, CONNECT_TIMEOUT).is_ok()
     }
+}
 
-    fn io_error(&self, what: &str, e: std::io::Error) -> Error {
-        if matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ) {
-            return Error::Uapi(format!(
-                "{what} on {}: no answer within {}s",
-                self.name,
-                IO_TIMEOUT.as_secs()
-            ));
-        }
-        crate::error::io_context(format!("{what} on {}", self.path.display()), e)
-    }
+/// The probe request: an operation that is neither `get` nor `set`, on one line.
+pub(crate) const PROBE_REQUEST: &[u8] = b"watchgrid_probe=1\n\n";
 
-    fn closed(&self, op: &str) -> Error {
-        Error::Uapi(format!(
-            "{op}: interface {} closed the UAPI connection without an answer",
-            self.name
-        ))
-    }
+/// The error for a device that does not answer a probe in time.
+pub(crate) fn stuck(name: &str) -> Error {
+    Error::InterfaceGone(format!(
+        "interface {name} is stuck: no answer on its UAPI socket within {}s",
+        PROBE_TIMEOUT.as_secs()
+    ))
 }
 
 #[cfg(test)]

@@ -1,27 +1,39 @@
-//! The userspace backend: boringtun's `DeviceHandle` on a TUN device, configured through its
-//! UAPI socket `/var/run/wireguard/<name>.sock` (so `wg show <name>` works too).
+//! The userspace backend: boringtun's `DeviceHandle` on a TUN device. The interface's UAPI
+//! socket `/var/run/wireguard/<name>.sock` is served by this crate (`userspace/proxy.rs`) and
+//! forwarded to boringtun over a socketpair (`userspace/channel.rs`), so `wg show <name>` and
+//! [`UserspaceInterface::attach`] from another process work as with any userspace WireGuard.
 //!
-//! boringtun 0.7.1 has sharp edges that this module works around:
+//! Why not boringtun's own socket: with `uapi_fd: -1`, boringtun 0.7.1 also blocks SIGINT and
+//! SIGTERM in the creating thread and reads them from a signalfd in its event loop, where it
+//! wins the race for process-directed signals against the host program's own handler (tokio's
+//! in the server and the agent): the host never sees its shutdown signal and the device stops
+//! instead. Given a descriptor (`DeviceConfig::uapi_fd`), boringtun installs no signal
+//! handling at all, and it stops its device threads as soon as that descriptor reaches end of
+//! file, which is how the interface is torn down.
+//!
+//! boringtun 0.7.1 has more sharp edges that this module works around:
 //! - Updating an existing peer in place panics inside a device thread (and leaves the device's
 //!   lock taken, so the whole interface stops). Every upsert therefore removes the peer first
 //!   and adds it again in the same transaction; unchanged peers are skipped, so a repeated
-//!   `set_peer` keeps the session, and a re-added peer keeps the endpoint it had learned.
+//!   `set_peer` keeps the session, and a re-added peer keeps the endpoint it had learned. The
+//!   socket this crate serves refuses such updates from other tools (`wg set`) instead of
+//!   passing them on.
 //! - Within one `set` transaction it carries a peer's `endpoint` and keepalive over to the
 //!   following peer sections. Every section states its keepalive, and peers without an
 //!   endpoint are sent before any peer with one.
-//! - It blocks SIGINT and SIGTERM in the thread that creates the device and takes them through a
-//!   signalfd. The device is created on a short-lived thread so the caller's signal mask (and
-//!   the process's shutdown handling) stays as it was.
-//! - Its device threads stop only when the UAPI socket file disappears (polled every second) or
-//!   the handle is dropped. `Drop` removes the socket and joins the threads, so it takes up to a
-//!   second; the TUN link disappears with the device's last file descriptor.
+
+mod channel;
+mod proxy;
+mod request;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
+use std::os::fd::IntoRawFd as _;
+use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::sync::{mpsc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread;
 use std::time::Duration;
 
@@ -31,87 +43,139 @@ use zeroize::Zeroize as _;
 
 use crate::diff::same_networks;
 use crate::error::{os_error, EBUSY, EINVAL, ENODEV, ENOENT, ENXIO};
-use crate::uapi::{Client, DeviceState, PeerState};
+use crate::uapi::{self, errno_error, Client, DeviceState, PeerState};
 use crate::{ip, Backend, Error, InterfaceSpec, Peer, PeerStats, PublicKey, DEFAULT_MTU};
 
-/// How long `Drop` waits for the device threads (boringtun notices the socket is gone within a
-/// second).
+use channel::{Channel, LOCK_WAIT};
+use proxy::{SocketFile, Supervisor};
+use request::SetRequest;
+
+/// How long `Drop` waits for the teardown (it takes milliseconds unless the device is hung,
+/// and then about two seconds).
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A WireGuard interface run by boringtun in this process.
+/// A userspace WireGuard interface: run by boringtun in this process ([`open`](Self::open)),
+/// or run by another process and reached through its UAPI socket ([`attach`](Self::attach)).
 pub struct UserspaceInterface {
     name: String,
-    client: Client,
-    public_key: PublicKey,
-    device: Mutex<Option<DeviceHandle>>,
-    /// Serialises this handle's read-modify-write transactions (`set_peers` reads first).
+    link: Link,
+    /// Serialises an attached handle's read-modify-write transactions (`set_peers` reads
+    /// first). An owned interface holds its channel for the whole transaction instead.
     transactions: Mutex<()>,
+}
+
+enum Link {
+    /// Run by this process: boringtun behind a channel, and the socket served for others.
+    Owned {
+        channel: Arc<Channel>,
+        supervisor: Supervisor,
+        socket: SocketFile,
+        public_key: PublicKey,
+    },
+    /// Run by someone else: one UAPI connection per request; nothing to tear down.
+    Attached { client: Client },
 }
 
 impl fmt::Debug for UserspaceInterface {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserspaceInterface")
-            .field("name", &self.name)
-            .field("socket", &self.client.path())
-            .field("public_key", &self.public_key)
-            .finish_non_exhaustive()
+        let mut d = f.debug_struct("UserspaceInterface");
+        d.field("name", &self.name)
+            .field("socket", &self.socket_path());
+        match &self.link {
+            Link::Owned { public_key, .. } => d.field("public_key", public_key),
+            Link::Attached { .. } => d.field("attached", &true),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
 impl UserspaceInterface {
     /// Creates the TUN device and its boringtun device threads in the calling thread's network
-    /// namespace, sets the key and port through the UAPI socket, then assigns the addresses,
-    /// sets the MTU and sets the link up with `ip`. On any failure the device is torn down.
+    /// namespace, starts serving its UAPI socket, sets the key and port, then assigns the
+    /// addresses, sets the MTU and sets the link up with `ip`. On any failure the device is
+    /// torn down. Installs no signal handling: SIGTERM and SIGINT stay the caller's.
     pub fn open(spec: &InterfaceSpec) -> Result<Self, Error> {
         let name = spec.name.as_str();
         crate::validate_interface_name(name)?;
+        if name.parse::<i32>().is_ok() {
+            // boringtun opens no TUN device for such a name: it takes it as a file descriptor.
+            return Err(Error::InvalidName {
+                name: name.to_owned(),
+                reason: "a number, which boringtun would take for a file descriptor",
+            });
+        }
         if ip::link_state(name)?.is_some() {
             return Err(Error::InterfaceExists {
                 name: name.to_owned(),
                 detail: "a link with this name exists".into(),
             });
         }
-        let client = Client::new(name);
-        if Client::is_live(client.path()) {
+        let path = uapi::socket_path(name);
+        if Client::is_live(&path) {
             return Err(Error::InterfaceExists {
                 name: name.to_owned(),
                 detail: format!(
                     "another WireGuard process answers on {} (socket paths are shared by all network namespaces)",
-                    client.path().display()
+                    path.display()
                 ),
             });
         }
         if !Path::new("/dev/net/tun").exists() {
             return Err(Error::TunUnavailable("/dev/net/tun does not exist".into()));
         }
+        // Checked here because boringtun leaks descriptors when it fails for lack of it.
+        require_net_admin()?;
         if let Some(port) = spec.listen_port.filter(|&p| p != 0) {
             ensure_port_free(port)?;
         }
 
+        let (listener, socket) = SocketFile::bind(&path)?;
+        let (ours, theirs) = UnixStream::pair().map_err(|e| {
+            socket.remove();
+            crate::error::io_context("creating the UAPI socketpair", e)
+        })?;
         let config = DeviceConfig {
             n_threads: thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4)),
             // One connected UDP socket per peer costs a file descriptor per peer: with 100,000
             // peers that exceeds the usual limits. All peers share the listening sockets.
             use_connected_socket: false,
             use_multi_queue: true,
-            uapi_fd: -1,
+            // boringtun owns this end from here (and closes it with the device). With a
+            // descriptor it installs no signal handling and serves no socket of its own.
+            uapi_fd: theirs.into_raw_fd(),
         };
-        // boringtun blocks SIGINT/SIGTERM in the creating thread: keep that off the caller's.
-        let handle = thread::scope(|scope| {
-            thread::Builder::new()
-                .name(format!("wg-open-{name}"))
-                .spawn_scoped(scope, || DeviceHandle::new(name, config))
-                .map_err(|e| crate::error::io_context("spawning a thread", e))?
-                .join()
-                .map_err(|_| Error::Device("boringtun panicked while creating the device".into()))
-        })?
-        .map_err(|e| device_error(name, e))?;
+        let device = DeviceHandle::new(name, config).map_err(|e| {
+            socket.remove();
+            device_error(name, e)
+        })?;
+        let channel = match Channel::new(name, ours) {
+            Ok(channel) => Arc::new(channel),
+            Err(e) => {
+                // `ours` is closed: boringtun sees end of file and its threads exit.
+                drop(device);
+                socket.remove();
+                return Err(crate::error::io_context("setting up the UAPI channel", e));
+            }
+        };
+        let supervisor =
+            match proxy::start(name, listener, socket.clone(), Arc::clone(&channel), device) {
+                Ok(supervisor) => supervisor,
+                Err(e) => {
+                    channel.close();
+                    socket.remove();
+                    return Err(e);
+                }
+            };
 
+        // From here on, dropping `iface` tears everything down.
         let iface = UserspaceInterface {
             name: name.to_owned(),
-            client,
-            public_key: spec.private_key.public_key(),
-            device: Mutex::new(Some(handle)),
+            link: Link::Owned {
+                channel,
+                supervisor,
+                socket,
+                public_key: spec.private_key.public_key(),
+            },
             transactions: Mutex::new(()),
         };
 
@@ -120,14 +184,14 @@ impl UserspaceInterface {
         if let Some(port) = port {
             let _ = writeln!(body, "listen_port={port}");
         }
-        let result = iface.client.set(&body, port);
+        let result = iface.send(&body, port);
         body.zeroize();
         result?;
 
         ip::configure(name, &spec.addresses, spec.mtu.unwrap_or(DEFAULT_MTU))?;
 
-        let state = iface.client.get()?;
-        if state.public_key != Some(iface.public_key) {
+        let state = iface.get()?;
+        if state.public_key != Some(spec.private_key.public_key()) {
             return Err(Error::Uapi(format!(
                 "interface {name} did not take its private key"
             )));
@@ -135,21 +199,136 @@ impl UserspaceInterface {
         tracing::info!(
             interface = name,
             listen_port = state.listen_port,
-            public_key = %iface.public_key,
+            public_key = %spec.private_key.public_key(),
             "userspace WireGuard interface up"
         );
         Ok(iface)
     }
 
-    /// The UAPI socket this interface answers on.
-    pub fn socket_path(&self) -> &Path {
-        self.client.path()
+    /// Manages a userspace interface that another process runs (boringtun behind this crate,
+    /// wireguard-go, ...) through its UAPI socket: every [`Backend`] method works, and dropping
+    /// the handle leaves the interface alone. Fails with [`Error::InterfaceGone`] if no
+    /// socket answers for `name`, and [`Error::Timeout`] if the process behind it is stuck.
+    ///
+    /// The socket path is the same in every network namespace, so this works from any of them;
+    /// [`Backend::check`] still looks for the link in the calling thread's namespace.
+    pub fn attach(name: &str) -> Result<Self, Error> {
+        crate::validate_interface_name(name)?;
+        let client = Client::new(name);
+        if !client.path().exists() {
+            return Err(Error::InterfaceGone(format!(
+                "interface {name}: no UAPI socket at {} (no userspace WireGuard interface of this name runs)",
+                client.path().display()
+            )));
+        }
+        client.probe()?;
+        Ok(UserspaceInterface {
+            name: name.to_owned(),
+            link: Link::Attached { client },
+            transactions: Mutex::new(()),
+        })
     }
 
-    fn apply(&self, tx: &Transaction) -> Result<(), Error> {
-        if tx.body.is_empty() {
-            return Ok(());
+    /// The UAPI socket this interface answers on.
+    pub fn socket_path(&self) -> &Path {
+        match &self.link {
+            Link::Owned { socket, .. } => socket.path(),
+            Link::Attached { client } => client.path(),
         }
+    }
+
+    /// Whether this handle runs the interface (from [`open`](Self::open)) rather than being
+    /// [attached](Self::attach) to another process's.
+    pub fn is_owned(&self) -> bool {
+        matches!(self.link, Link::Owned { .. })
+    }
+
+    /// Sends a `set` body to boringtun without the checks that keep it from crashing the device,
+    /// waiting at most `limit` for the answer: tests use it to hang a device on purpose.
+    #[cfg(feature = "test-util")]
+    #[doc(hidden)]
+    pub fn send_unchecked_for_tests(&self, body: &str, limit: Duration) -> Result<(), Error> {
+        match &self.link {
+            Link::Owned { channel, .. } => {
+                let request = self.request(body)?;
+                let errno = channel.lock(LOCK_WAIT)?.set_within(&request, limit)?;
+                self.answer(errno, None)
+            }
+            Link::Attached { client } => client.set(body, None),
+        }
+    }
+
+    /// `get=1`.
+    fn get(&self) -> Result<DeviceState, Error> {
+        match &self.link {
+            Link::Owned { channel, .. } => channel.get(),
+            Link::Attached { client } => client.get(),
+        }
+    }
+
+    /// Sends a `set` body (`key=value\n` lines).
+    fn send(&self, body: &str, listen_port: Option<u16>) -> Result<(), Error> {
+        match &self.link {
+            Link::Owned { channel, .. } => {
+                let request = self.request(body)?;
+                let errno = channel.set(&request)?;
+                self.answer(errno, listen_port)
+            }
+            Link::Attached { client } => client.set(body, listen_port),
+        }
+    }
+
+    fn request<'a>(&self, body: &'a str) -> Result<SetRequest<'a>, Error> {
+        SetRequest::parse(body).map_err(|r| {
+            Error::Uapi(format!(
+                "set on interface {}: boringtun would refuse the request ({})",
+                self.name, r.reason
+            ))
+        })
+    }
+
+    fn answer(&self, errno: i32, listen_port: Option<u16>) -> Result<(), Error> {
+        if errno == 0 {
+            Ok(())
+        } else {
+            Err(errno_error(&self.name, "set", errno, listen_port))
+        }
+    }
+
+    /// Reads the device and applies the transaction `plan` makes of its state, with nothing
+    /// else changing the device in between.
+    fn read_modify_write(
+        &self,
+        plan: impl FnOnce(&DeviceState) -> Transaction,
+    ) -> Result<(), Error> {
+        match &self.link {
+            Link::Owned { channel, .. } => {
+                let mut session = channel.lock(LOCK_WAIT)?;
+                let tx = plan(&session.get_state()?);
+                if tx.body.is_empty() {
+                    return Ok(());
+                }
+                self.log(&tx);
+                let request = self.request(&tx.body)?;
+                let errno = session.set(&request)?;
+                self.answer(errno, None)
+            }
+            Link::Attached { client } => {
+                let _guard = self
+                    .transactions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let tx = plan(&client.get()?);
+                if tx.body.is_empty() {
+                    return Ok(());
+                }
+                self.log(&tx);
+                client.set(&tx.body, None)
+            }
+        }
+    }
+
+    fn log(&self, tx: &Transaction) {
         tracing::debug!(
             interface = %self.name,
             upserted = tx.upserted,
@@ -160,13 +339,6 @@ impl UserspaceInterface {
         if tx.rebuild {
             tracing::info!(interface = %self.name, "re-adding all peers in one transaction (cheaper in boringtun than removing peers one by one); their sessions restart");
         }
-        self.client.set(&tx.body, None)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.transactions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -176,15 +348,13 @@ impl Backend for UserspaceInterface {
     }
 
     fn public_key(&self) -> Result<PublicKey, Error> {
-        self.client
-            .get()?
+        self.get()?
             .public_key
             .ok_or_else(|| Error::Uapi(format!("interface {} reports no key", self.name)))
     }
 
     fn listen_port(&self) -> Result<u16, Error> {
-        self.client
-            .get()?
+        self.get()?
             .listen_port
             .ok_or_else(|| Error::Uapi(format!("interface {} reports no listen port", self.name)))
     }
@@ -197,9 +367,7 @@ impl Backend for UserspaceInterface {
         if peers.is_empty() {
             return Ok(());
         }
-        let _guard = self.lock();
-        let state = self.client.get()?;
-        self.apply(&plan(&state, peers, &[]))
+        self.read_modify_write(|state| plan(state, peers, &[]))
     }
 
     fn remove_peer(&self, key: &PublicKey) -> Result<(), Error> {
@@ -210,22 +378,14 @@ impl Backend for UserspaceInterface {
         if keys.is_empty() {
             return Ok(());
         }
-        let _guard = self.lock();
         if keys.len() < DIRECT_REMOVE_MAX {
-            return self.client.set(&remove_body(keys), None);
+            return self.send(&remove_body(keys), None);
         }
-        let state = self.client.get()?;
-        self.apply(&plan(&state, &[], keys))
+        self.read_modify_write(|state| plan(state, &[], keys))
     }
 
     fn peers(&self) -> Result<Vec<PeerStats>, Error> {
-        Ok(self
-            .client
-            .get()?
-            .peers
-            .into_iter()
-            .map(|p| p.stats)
-            .collect())
+        Ok(self.get()?.peers.into_iter().map(|p| p.stats).collect())
     }
 
     fn check(&self) -> Result<(), Error> {
@@ -244,58 +404,58 @@ impl Backend for UserspaceInterface {
             }
             Some(_) => {}
         }
-        let device = self.device.lock().unwrap_or_else(PoisonError::into_inner);
-        if device.is_none() {
-            return Err(Error::InterfaceGone(format!(
-                "interface {} has been shut down",
-                self.name
-            )));
+        match &self.link {
+            Link::Owned {
+                channel,
+                supervisor,
+                socket,
+                ..
+            } => {
+                if !supervisor.is_running() {
+                    return Err(Error::InterfaceGone(format!(
+                        "interface {}: the thread serving its UAPI socket has stopped",
+                        self.name
+                    )));
+                }
+                if !socket.is_ours() {
+                    return Err(Error::InterfaceGone(format!(
+                        "interface {}: its UAPI socket {} was removed or replaced, so `wg` cannot reach it",
+                        self.name,
+                        socket.path().display()
+                    )));
+                }
+                // A full `get` would list every peer (0.2 s at 100,000): probe the event loop.
+                channel.health(uapi::PROBE_TIMEOUT)
+            }
+            Link::Attached { client } => client.probe(),
         }
-        drop(device);
-        // A full `get` would list every peer (0.2 s at 100,000 peers): probe the event loop only.
-        self.client.probe()
     }
 }
 
 impl Drop for UserspaceInterface {
     fn drop(&mut self) {
-        let Some(handle) = self
-            .device
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-        else {
-            return;
-        };
-        // boringtun's monitor sees the socket gone within a second and stops every device thread.
-        let _ = std::fs::remove_file(self.client.path());
-        let (done_tx, done_rx) = mpsc::channel::<()>();
-        let joiner = thread::Builder::new()
-            .name(format!("wg-close-{}", self.name))
-            .spawn(move || {
-                let mut handle = handle;
-                handle.wait();
-                drop(handle);
-                let _ = done_tx.send(());
-            });
-        match joiner {
-            Ok(_) => match done_rx.recv_timeout(TEARDOWN_TIMEOUT) {
-                Ok(()) => {
-                    tracing::info!(interface = %self.name, "userspace WireGuard interface closed")
-                }
-                Err(mpsc::RecvTimeoutError::Timeout) => tracing::warn!(
-                    interface = %self.name,
-                    "boringtun device threads did not stop within {}s; leaving them",
-                    TEARDOWN_TIMEOUT.as_secs()
-                ),
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    tracing::warn!(interface = %self.name, "a boringtun device thread had panicked")
-                }
-            },
-            Err(e) => {
-                tracing::warn!(interface = %self.name, error = %e, "cannot join boringtun device threads")
-            }
+        if let Link::Owned { supervisor, .. } = &mut self.link {
+            supervisor.stop(TEARDOWN_TIMEOUT);
         }
+    }
+}
+
+/// Fails with [`Error::NoPermission`] unless the process has `CAP_NET_ADMIN` (in its user
+/// namespace), which creating a TUN device needs. Unknown when `/proc` cannot say: then passes.
+fn require_net_admin() -> Result<(), Error> {
+    const CAP_NET_ADMIN: u32 = 12;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Ok(());
+    };
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok());
+    match effective {
+        Some(caps) if caps & (1 << CAP_NET_ADMIN) == 0 => Err(Error::NoPermission(
+            "creating a TUN device: the process lacks CAP_NET_ADMIN".into(),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -448,7 +608,7 @@ pub(crate) fn remove_body(keys: &[PublicKey]) -> String {
 /// boringtun binds its UDP sockets with `SO_REUSEADDR`, so a second boringtun interface on the
 /// same port would bind too and share it silently. A plain bind (without the option) fails
 /// against any holder of the port, boringtun's sockets included.
-fn ensure_port_free(port: u16) -> Result<(), Error> {
+pub(crate) fn ensure_port_free(port: u16) -> Result<(), Error> {
     use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
     let addresses: [SocketAddr; 2] = [
         (Ipv4Addr::UNSPECIFIED, port).into(),

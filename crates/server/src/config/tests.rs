@@ -304,6 +304,10 @@ fn agent_api_must_listen_inside_the_overlay() {
         SecretGeneration::ReadOnly,
     )
     .unwrap();
-    assert_eq!(config.fleet.agent_listen.to_string(), "10.50.0.1:8081", "follows the overlay");
+    assert_eq!(
+        config.fleet.agent_listen.to_string(),
+        "10.50.0.1:8081",
+        "follows the overlay"
+    );
     assert_eq!(config.fleet.endpoint, "localhost:51820");
 }

@@ -7,6 +7,8 @@
     reason = "fixtures panic with a message on a broken host"
 )]
 
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -15,6 +17,7 @@ use watchgrid_wireguard::testing::{
 };
 use watchgrid_wireguard::{
     open, Backend, BackendKind, Error, InterfaceSpec, Peer, PeerStats, PrivateKey, PublicKey,
+    UserspaceInterface,
 };
 
 /// Underlay addresses on the veth pair (inside the test's own namespaces only).
@@ -34,6 +37,13 @@ impl Side {
     /// Opens an interface inside this side's namespace.
     pub fn open(&self, spec: InterfaceSpec, kind: BackendKind) -> Result<Arc<dyn Backend>, Error> {
         self.thread.run(move || open(&spec, kind).map(Arc::from))
+    }
+
+    /// Opens a userspace interface inside this side's namespace, as its own type.
+    pub fn open_userspace(&self, spec: InterfaceSpec) -> Arc<UserspaceInterface> {
+        self.thread
+            .run(move || UserspaceInterface::open(&spec).map(Arc::new))
+            .unwrap()
     }
 
     /// Runs `check()` inside the namespace (it looks up the link there).
@@ -139,4 +149,27 @@ pub fn assert_recent_handshake_and_traffic(stats: &PeerStats) {
         stats.rx_bytes > 0 && stats.tx_bytes > 0,
         "no traffic counted: {stats:?}"
     );
+}
+
+/// The UAPI socket path of interface `name`.
+pub fn socket_of(name: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("/var/run/wireguard/{name}.sock"))
+}
+
+/// Sends one raw request to interface `name`'s UAPI socket and returns the whole answer (the
+/// server closes the connection after it).
+pub fn raw_uapi(name: &str, request: &str) -> String {
+    let mut stream = UnixStream::connect(socket_of(name)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A key in the hex form the UAPI uses.
+pub fn hex(key: &PublicKey) -> String {
+    key.as_bytes().iter().map(|b| format!("{b:02x}")).collect()
 }
