@@ -15,7 +15,6 @@ mod pin;
 mod state;
 mod telemetry;
 mod tunnel;
-mod uapi;
 
 use std::process::ExitCode;
 

@@ -5,22 +5,19 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use ipnet::IpNet;
 use tokio::sync::oneshot;
 use watchgrid_wireguard::{
-    self as wg, Backend, BackendKind, InterfaceSpec, KernelInterface, Peer, PeerStats, PrivateKey,
-    PublicKey,
+    self as wg, Backend, BackendKind, InterfaceSpec, Peer, PeerStats, PrivateKey, PublicKey,
 };
 
 use crate::error::AgentError;
 use crate::net;
 use crate::state::{Enrollment, TunnelSnapshot};
-use crate::uapi;
 
 /// Seconds between keepalives to the server: holds NAT mappings open so the server can reach
 /// the device at any time.
@@ -70,17 +67,14 @@ pub fn check_interface_name(name: &str) -> Result<(), String> {
     wg::validate_interface_name(name).map_err(|e| e.to_string())
 }
 
-/// How often the watchdog asks a userspace interface whether it still runs.
+/// How often the watchdog checks that the interface still runs.
 const WATCHDOG_PERIOD: Duration = Duration::from_secs(1);
-/// How long the watchdog waits for an answer; a live boringtun answers in microseconds.
-const WATCHDOG_TIMEOUT: Duration = Duration::from_secs(1);
-/// Unanswered watchdog questions in a row that mean the device has stopped: boringtun's
-/// listening socket outlives its device threads, so a stopped device is silent, not refusing.
-const WATCHDOG_SILENCES: u32 = 2;
-/// How long a configuration call or a counter read may take. boringtun's socket never
-/// answers once its device threads have stopped, and the wireguard crate's calls do not time
-/// out by themselves; the blocked thread is then left behind.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Failed checks in a row that mean the interface is gone (deleted by someone, or its
+/// device stopped).
+const WATCHDOG_FAILURES: u32 = 2;
+/// How long a configuration call or a counter read may take (the wireguard crate has its own
+/// UAPI timeouts; this bounds everything else, such as a stuck `ip` command).
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The agent's interface, up, with the server as its one peer. Dropping it without
 /// [`Tunnel::close`] also tears the interface down, but blocks the calling thread.
@@ -90,8 +84,6 @@ pub struct Tunnel {
     interface: String,
     server_key: PublicKey,
     overlay: IpNet,
-    /// The UAPI socket of a userspace (boringtun) interface; `None` for a kernel interface.
-    uapi_socket: Option<PathBuf>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
@@ -133,13 +125,11 @@ impl Tunnel {
         })
         .await
         .map_err(|e| tunnel_error(&name, "cannot bring up", &e))?;
-        let socket = uapi::socket_path(interface);
         let tunnel = Tunnel {
             backend,
             interface: interface.to_string(),
             server_key,
             overlay,
-            uapi_socket: socket.exists().then_some(socket),
             watchdog: None,
         };
         if let Err(err) = tunnel.set_endpoint(endpoint).await {
@@ -153,44 +143,30 @@ impl Tunnel {
         &self.interface
     }
 
-    /// A receiver that completes when a userspace interface stops on its own. boringtun ends
-    /// its device when *it* takes the process's SIGTERM or SIGINT (through a signalfd, racing
-    /// the agent's own handler), so this is how the agent learns of a stop request it did not
-    /// see. Never completes for a kernel interface.
+    /// A receiver that completes when the interface stops on its own (deleted by someone, or
+    /// its device stopped), so that `run` ends instead of heartbeating into nothing.
     pub fn watch(&mut self) -> oneshot::Receiver<()> {
         let (gone_tx, gone_rx) = oneshot::channel();
-        if let Some(socket) = self.uapi_socket.clone() {
-            let interface = self.interface.clone();
-            self.watchdog = Some(tokio::spawn(async move {
-                let mut silences = 0;
-                loop {
-                    tokio::time::sleep(WATCHDOG_PERIOD).await;
-                    let gone = match uapi::get(&socket, WATCHDOG_TIMEOUT).await {
-                        Ok(_) => {
-                            silences = 0;
-                            None
+        let backend = Arc::clone(&self.backend);
+        let interface = self.interface.clone();
+        self.watchdog = Some(tokio::spawn(async move {
+            let mut failures = 0;
+            loop {
+                tokio::time::sleep(WATCHDOG_PERIOD).await;
+                let probe = Arc::clone(&backend);
+                match with_timeout(blocking(move || probe.check())).await {
+                    Ok(()) => failures = 0,
+                    Err(err) => {
+                        failures += 1;
+                        if failures >= WATCHDOG_FAILURES {
+                            tracing::debug!(interface = %interface, error = %err, "WireGuard interface gone");
+                            let _ = gone_tx.send(());
+                            return;
                         }
-                        Err(err) if err.is_gone() => Some(err),
-                        Err(err @ uapi::UapiError::Timeout(_)) => {
-                            silences += 1;
-                            (silences >= WATCHDOG_SILENCES).then_some(err)
-                        }
-                        Err(_) => None,
-                    };
-                    if let Some(err) = gone {
-                        tracing::debug!(interface = %interface, error = %err, "WireGuard device stopped");
-                        let _ = gone_tx.send(());
-                        return;
                     }
                 }
-            }));
-        } else {
-            // Keep the sender alive (in a task that never ends) so the receiver stays pending.
-            self.watchdog = Some(tokio::spawn(async move {
-                let _keep = gone_tx;
-                std::future::pending::<()>().await;
-            }));
-        }
+            }
+        }));
         gone_rx
     }
 
@@ -250,52 +226,22 @@ fn rfc3339(time: SystemTime) -> Option<String> {
     Some(time.to_rfc3339_opts(SecondsFormat::Secs, true))
 }
 
-/// Look at `interface` as another process runs it: through its UAPI socket (userspace), else
-/// with `wg show` (kernel). `Ok(None)` when the interface answers but has no server peer;
-/// `Err` says why it could not be asked.
+/// Look at `interface` as another process runs it (its UAPI socket for userspace, `wg` for
+/// the kernel). `Ok(None)` when the interface answers but has no server peer; `Err` says why
+/// it could not be asked.
 pub async fn inspect(interface: &str, server_key: &str) -> Result<Option<TunnelSnapshot>, String> {
     let server_key: PublicKey = server_key
         .parse()
         .map_err(|e: wg::Error| format!("the pinned key is unusable: {e}"))?;
-    let socket = uapi::socket_path(interface);
-    match uapi::get(&socket, uapi::STATUS_TIMEOUT).await {
-        Ok(peers) => {
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
-            let server_hex = hex::encode(server_key.as_bytes());
-            Ok(peers
-                .into_iter()
-                .find(|p| p.public_key_hex == server_hex)
-                .map(|p| TunnelSnapshot {
-                    interface: interface.to_string(),
-                    endpoint: p.endpoint,
-                    last_handshake_at: uapi::handshake_unix_secs(p.last_handshake_time_sec, now)
-                        .and_then(|secs| DateTime::from_timestamp(i64::try_from(secs).ok()?, 0))
-                        .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true)),
-                    rx_bytes: p.rx_bytes,
-                    tx_bytes: p.tx_bytes,
-                }))
-        }
-        Err(err) if socket.exists() => Err(err.to_string()),
-        Err(err) => {
-            let uapi_reason = err.to_string();
-            // No socket: a kernel interface, or none at all.
-            let name = interface.to_string();
-            let peers = blocking(move || KernelInterface::attach(&name)?.peers()).await;
-            match peers {
-                Ok(peers) => {
-                    let snapshot = server_snapshot(interface, &server_key, &peers);
-                    Ok(peers
-                        .iter()
-                        .any(|p| p.public_key == server_key)
-                        .then_some(snapshot))
-                }
-                // No `wg` tool, or no such interface: the socket's answer says it best.
-                Err(_) => Err(uapi_reason),
-            }
-        }
-    }
+    let name = interface.to_string();
+    let peers = with_timeout(blocking(move || wg::attach(&name)?.peers()))
+        .await
+        .map_err(|e| e.to_string())?;
+    let snapshot = server_snapshot(interface, &server_key, &peers);
+    Ok(peers
+        .iter()
+        .any(|p| p.public_key == server_key)
+        .then_some(snapshot))
 }
 
 /// Run a blocking wireguard call on tokio's blocking pool.
@@ -353,7 +299,7 @@ mod tests {
             public_key: key,
             endpoint: Some("192.0.2.1:51820".parse().unwrap()),
             allowed_ips: vec![],
-            last_handshake: Some(UNIX_EPOCH + Duration::from_secs(1_738_314_000)),
+            last_handshake: Some(std::time::UNIX_EPOCH + Duration::from_secs(1_738_314_000)),
             rx_bytes: rx,
             tx_bytes: 7,
         };

@@ -85,7 +85,7 @@ pub async fn run(config: &Config) -> Result<(), AgentError> {
 }
 
 /// SIGTERM and SIGINT, registered once at start, and the end of the WireGuard device once it
-/// runs (boringtun may take the signal before the agent's handler does; see `Tunnel::watch`).
+/// runs (the interface deleted or its device stopped; see `Tunnel::watch`).
 #[derive(Debug)]
 struct Signals {
     term: Signal,
@@ -120,10 +120,7 @@ impl Signals {
         tokio::select! {
             _ = self.term.recv() => info!("SIGTERM received; stopping"),
             _ = self.int.recv() => info!("SIGINT received; stopping"),
-            () = device_stopped => warn!(
-                "the userspace WireGuard device stopped on its own (boringtun ends it when it \
-                 takes SIGTERM or SIGINT); stopping"
-            ),
+            () = device_stopped => warn!("the WireGuard interface stopped on its own; stopping"),
         }
     }
 }
