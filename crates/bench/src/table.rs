@@ -47,12 +47,14 @@ pub fn render(reports: &[Value], median: bool) -> String {
     let mut groups: Vec<(String, Vec<&Value>)> = Vec::new();
     for report in reports {
         let key = format!(
-            "{} {} {} {} {}",
+            "{} {} {} {} {} {} {}",
             report["backend"],
             report["devices"],
             report["rate"],
             report["concurrency"],
-            report["keep_alive"]
+            report["keep_alive"],
+            report["warmup_secs"],
+            report["duration_secs"]
         );
         match groups.iter_mut().find(|(k, _)| *k == key) {
             Some((_, runs)) => runs.push(report),
@@ -113,9 +115,17 @@ fn row(r: &Value, runs: String) -> String {
     } else {
         "new conn"
     };
+    let window = format!(
+        "{}+{} s",
+        r["warmup_secs"].as_f64().unwrap_or(f64::NAN),
+        r["duration_secs"].as_f64().unwrap_or(f64::NAN)
+    );
     let load = match r["rate"].as_f64() {
-        Some(rate) => format!("open {rate:.0}/s, c={}, {connections}", r["concurrency"]),
-        None => format!("closed, c={}, {connections}", r["concurrency"]),
+        Some(rate) => format!(
+            "open {rate:.0}/s, c={}, {connections}, {window}",
+            r["concurrency"]
+        ),
+        None => format!("closed, c={}, {connections}, {window}", r["concurrency"]),
     };
     let bare_rate = |b: &Value| {
         b["outcome"]["requests_per_sec"]
@@ -168,7 +178,7 @@ mod tests {
     fn rows_show_the_key_figures() {
         let report = serde_json::json!({
             "backend": "sqlite", "devices": 10000, "concurrency": 64, "rate": null,
-            "keep_alive": false,
+            "keep_alive": false, "warmup_secs": 5.0, "duration_secs": 20.0,
             "server": {
                 "outcome": {
                     "requests_per_sec": 12345.6, "per_second": {"min": 12000, "max": 12600},
@@ -187,11 +197,12 @@ mod tests {
         });
         assert_eq!(
             row(&report, "1".into()),
-            "| sqlite | 10000 | closed, c=64, new conn | 12346 | 12000 | 4.50 | 12.25 | 40.0 | 0 (+2 bare) | 50 \
+            "| sqlite | 10000 | closed, c=64, new conn, 5+20 s | 12346 | 12000 | 4.50 | 12.25 | 40.0 | 0 (+2 bare) | 50 \
              | 1.10 / 0.70 / 0.00 / 0.00 / 0.05 | 20000 / 19000 | 0.63 | 10000/10000 | 1.2 | 1 |"
         );
-        let open = serde_json::json!({"rate": 20000.0, "concurrency": 256, "keep_alive": true, "bare": null});
-        assert!(row(&open, "1".into()).contains("| open 20000/s, c=256, keep-alive |"));
+        let open = serde_json::json!({"rate": 20000.0, "concurrency": 256, "keep_alive": true, "bare": null,
+                                      "warmup_secs": 45.0, "duration_secs": 20.0});
+        assert!(row(&open, "1".into()).contains("| open 20000/s, c=256, keep-alive, 45+20 s |"));
         assert!(row(&open, "1".into()).contains("| – / – | – |"));
     }
 
@@ -213,7 +224,7 @@ mod tests {
         let rows: Vec<&str> = table.lines().skip(2).collect();
         assert_eq!(rows.len(), 2, "{table}");
         assert!(
-            rows[0].starts_with("| sqlite | 10 | closed, c=64, new conn | 200 |"),
+            rows[0].starts_with("| sqlite | 10 | closed, c=64, new conn, NaN+NaN s | 200 |"),
             "{}",
             rows[0]
         );
