@@ -13,6 +13,7 @@ pub mod config;
 pub mod fleet;
 pub mod health;
 pub mod http;
+pub mod listener;
 pub mod metrics;
 pub mod ratelimit;
 pub mod serve;

@@ -12,6 +12,7 @@ use watchgrid_store::{Database, StoreError};
 
 use crate::config::Config;
 use crate::health::{MigrationState, MigrationStatus};
+use crate::listener::ConnectionPolicy;
 use crate::state::AppState;
 
 /// How long in-flight requests may run on after SIGTERM before the server exits anyway.
@@ -35,8 +36,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let db = Database::connect(&config.database, config.db_max_connections)
         .await
         .with_context(|| format!("opening the database {}", config.database_display))?;
-    let listener = TcpListener::bind(config.listen)
-        .await
+    let listener = crate::listener::bind(config.listen)
         .with_context(|| format!("listening on {} (WATCHGRID_LISTEN)", config.listen))?;
     let state = AppState::new(config, db.clone())?;
     let background = state.clone();
@@ -79,7 +79,7 @@ pub async fn serve_agent_api(state: AppState) {
     let address = state.fleet.config.agent_listen;
     let mut warned = false;
     let listener = loop {
-        match TcpListener::bind(address).await {
+        match crate::listener::bind(address) {
             Ok(listener) => break listener,
             Err(err) => {
                 if !warned {
@@ -91,11 +91,14 @@ pub async fn serve_agent_api(state: AppState) {
         }
     };
     tracing::info!(%address, "agent API listening");
-    let app = crate::http::agent_router(state)
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    if let Err(err) = axum::serve(listener, app).await {
-        tracing::error!(error = %err, "agent API failed");
-    }
+    let app = crate::http::agent_router(state);
+    crate::listener::serve(
+        listener,
+        app,
+        ConnectionPolicy::AGENT,
+        std::future::pending(),
+    )
+    .await;
 }
 
 /// Serve HTTP until `shutdown` resolves, then let in-flight requests finish (up to
@@ -108,9 +111,8 @@ pub async fn run_http(
     let local = listener.local_addr()?;
     tracing::info!(address = %local, "HTTP listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let app =
-        crate::http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let app = crate::http::router(state);
+    let server = crate::listener::serve(listener, app, ConnectionPolicy::API, async move {
         shutdown.await;
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = stop_tx.send(true);
@@ -121,7 +123,7 @@ pub async fn run_http(
         tokio::time::sleep(SHUTDOWN_GRACE).await;
     };
     tokio::select! {
-        result = server => result.context("HTTP server failed"),
+        () = server => Ok(()),
         () = deadline => {
             tracing::warn!(grace_seconds = SHUTDOWN_GRACE.as_secs(), "in-flight requests did not finish in time; exiting");
             Ok(())
@@ -141,6 +143,7 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
             crate::bootstrap::ensure_admin(state).await?;
             let rows = watchgrid_store::devices::all_devices(&state.db).await?;
             state.fleet.index.load(&rows);
+            state.fleet.heartbeats.seed(&rows);
             tracing::info!(devices = rows.len(), "device index loaded");
             anyhow::Ok(())
         }

@@ -281,24 +281,64 @@ pub async fn touch_last_seen(
     }
 }
 
-/// Record what an agent reports about its host (only called when it changed).
-pub async fn update_facts<'a>(
-    conn: impl Into<Conn<'a>>,
-    id: Uuid,
-    hostname: &str,
-    os: &str,
-    agent_version: &str,
-) -> Result<(), StoreError> {
-    with_conn!(conn, c => {
-        sqlx::query("UPDATE devices SET hostname = $1, os = $2, agent_version = $3 WHERE id = $4")
-            .bind(hostname)
-            .bind(os)
-            .bind(agent_version)
-            .bind(id)
-            .execute(&mut *c)
-            .await?;
-    });
-    Ok(())
+/// New host facts for one device, as an agent reported them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FactsUpdate {
+    pub id: Uuid,
+    pub hostname: String,
+    pub os: String,
+    pub agent_version: String,
+}
+
+/// Write changed host facts: one statement on PostgreSQL (`UPDATE ... FROM unnest(...)`), one
+/// transaction with one prepared statement on SQLite. Returns the rows updated (a device
+/// deleted meanwhile is skipped).
+pub async fn update_facts_batch(
+    db: &crate::Database,
+    updates: &[FactsUpdate],
+) -> Result<u64, StoreError> {
+    if updates.is_empty() {
+        return Ok(0);
+    }
+    match db {
+        crate::Database::Postgres(pool) => {
+            let ids: Vec<Uuid> = updates.iter().map(|u| u.id).collect();
+            let hostnames: Vec<&str> = updates.iter().map(|u| u.hostname.as_str()).collect();
+            let oses: Vec<&str> = updates.iter().map(|u| u.os.as_str()).collect();
+            let versions: Vec<&str> = updates.iter().map(|u| u.agent_version.as_str()).collect();
+            Ok(sqlx::query(
+                "UPDATE devices AS d SET hostname = v.hostname, os = v.os, \
+                 agent_version = v.agent_version \
+                 FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[]) \
+                 AS v(id, hostname, os, agent_version) WHERE d.id = v.id",
+            )
+            .bind(&ids)
+            .bind(&hostnames)
+            .bind(&oses)
+            .bind(&versions)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        }
+        crate::Database::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            let mut updated = 0;
+            for update in updates {
+                updated += sqlx::query(
+                    "UPDATE devices SET hostname = $1, os = $2, agent_version = $3 WHERE id = $4",
+                )
+                .bind(&update.hostname)
+                .bind(&update.os)
+                .bind(&update.agent_version)
+                .bind(update.id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            tx.commit().await?;
+            Ok(updated)
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

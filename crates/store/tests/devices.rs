@@ -14,6 +14,7 @@ use watchgrid_testkit::{backend_tests, TestBackend, TestDatabase};
 
 backend_tests!(
     touch_last_seen_writes_every_device_in_bounded_batches,
+    facts_are_written_in_one_batch,
     token_uses_are_capped
 );
 
@@ -75,6 +76,51 @@ async fn touch_last_seen_writes_every_device_in_bounded_batches(backend: TestBac
             .unwrap(),
         0
     );
+}
+
+async fn facts_are_written_in_one_batch(backend: TestBackend) {
+    let test_db = TestDatabase::new(backend).await;
+    let db = open(&test_db).await;
+    let tenant = tenants::create_tenant(&db, "t", "T").await.unwrap();
+    let rows: Vec<DeviceRow> = (0..3).map(|n| device(tenant.id, n)).collect();
+    for row in &rows {
+        devices::insert_device(&db, row).await.unwrap();
+    }
+    let update = |row: &DeviceRow, n: u32| devices::FactsUpdate {
+        id: row.id,
+        hostname: format!("host-{n}"),
+        os: format!("os-{n}"),
+        agent_version: format!("1.{n}"),
+    };
+    // Two of three devices report new facts, plus one that was deleted meanwhile.
+    let gone = devices::FactsUpdate {
+        id: Uuid::new_v4(),
+        ..update(&rows[0], 9)
+    };
+    let updates = [update(&rows[0], 0), update(&rows[2], 2), gone];
+    assert_eq!(devices::update_facts_batch(&db, &updates).await.unwrap(), 2);
+    let stored = devices::all_devices(&db).await.unwrap();
+    let facts_of = |id: Uuid| {
+        let row = stored.iter().find(|r| r.id == id).unwrap();
+        (
+            row.hostname.clone(),
+            row.os.clone(),
+            row.agent_version.clone(),
+        )
+    };
+    assert_eq!(
+        facts_of(rows[0].id),
+        ("host-0".into(), "os-0".into(), "1.0".into())
+    );
+    assert_eq!(
+        facts_of(rows[1].id),
+        ("d1".into(), String::new(), String::new())
+    );
+    assert_eq!(
+        facts_of(rows[2].id),
+        ("host-2".into(), "os-2".into(), "1.2".into())
+    );
+    assert_eq!(devices::update_facts_batch(&db, &[]).await.unwrap(), 0);
 }
 
 async fn token_uses_are_capped(backend: TestBackend) {

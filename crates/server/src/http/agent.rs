@@ -371,9 +371,9 @@ pub async fn heartbeat(
     let first = fleet.heartbeats.record(
         device.id,
         Facts {
-            hostname: body.hostname.chars().take(253).collect(),
-            os: body.os.chars().take(200).collect(),
-            agent_version: body.agent_version.chars().take(100).collect(),
+            hostname: first_chars(&body.hostname, 253),
+            os: first_chars(&body.os, 200),
+            agent_version: first_chars(&body.agent_version, 100),
         },
     );
     state.metrics.agent_heartbeats.inc();
@@ -386,6 +386,14 @@ pub async fn heartbeat(
         heartbeat_interval_secs: fleet.config.heartbeat_interval_secs,
         server_time: convert::time(Utc::now()),
     })
+}
+
+/// The first `max` characters of `text` (the whole of it when shorter), without copying.
+fn first_chars(text: &str, max: usize) -> &str {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => &text[..end],
+        None => text,
+    }
 }
 
 /// Tags on devices and tokens: 1–63 of `a-z`, `0-9`, `-`, `_`, `.`, `:`.
