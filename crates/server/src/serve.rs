@@ -71,6 +71,10 @@ pub fn start_fleet(state: &AppState) {
     let (flusher, db) = (fleet.clone(), state.db.clone());
     tokio::spawn(async move { flusher.heartbeats.run_flusher(db).await });
     tokio::spawn(serve_agent_api(state.clone()));
+    tokio::spawn(crate::fleet::sync::follow_device_changes(
+        state.db.clone(),
+        state.fleet.clone(),
+    ));
 }
 
 /// Serve the agent API on the server's overlay address. The address exists only once the
@@ -142,8 +146,7 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
         let prepared = async {
             crate::bootstrap::ensure_admin(state).await?;
             let rows = watchgrid_store::devices::all_devices(&state.db).await?;
-            state.fleet.index.load(&rows);
-            state.fleet.heartbeats.seed(&rows);
+            state.fleet.load_all(&rows);
             tracing::info!(devices = rows.len(), "device index loaded");
             anyhow::Ok(())
         }

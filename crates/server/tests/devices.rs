@@ -60,7 +60,15 @@ async fn register(app: &TestApp, token: &str, hostname: &str, key: &str) -> Repl
 
 /// A heartbeat on the agent API, as if from `from` (the device's overlay address).
 async fn heartbeat(app: &TestApp, from: &str, credential: &str) -> Reply {
-    let router = watchgrid_server::http::agent_router(app.state.clone()).layer(MockConnectInfo(
+    heartbeat_to(&app.state, from, credential).await
+}
+
+async fn heartbeat_to(
+    state: &watchgrid_server::state::AppState,
+    from: &str,
+    credential: &str,
+) -> Reply {
+    let router = watchgrid_server::http::agent_router(state.clone()).layer(MockConnectInfo(
         SocketAddr::new(from.parse().unwrap(), 40000),
     ));
     send(
@@ -500,4 +508,142 @@ async fn devices_survive_a_restart(backend: TestBackend) {
         .expect("the device is known");
     assert_eq!(entry.name, "keeper");
     assert!(entry.credential_hash.is_some());
+}
+
+/// Two replicas on one PostgreSQL database: what one changes reaches the other's in-memory
+/// index through the `devices` trigger's notifications, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_each_others_device_changes() {
+    let app = TestApp::with_config(TestBackend::Postgres, NO_WG).await;
+    let other = common::state_for(&app.db, NO_WG).await;
+    assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
+    tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
+        other.db.clone(),
+        other.fleet.clone(),
+    ));
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({"max_uses": 5})).await;
+
+    async fn eventually(what: &str, check: impl Fn() -> bool) {
+        for _ in 0..100 {
+            if check() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("not within 5 s: {what}");
+    }
+
+    // Registered on the first replica: the second authenticates its heartbeats.
+    let enrolled = register(&app, &token, "edge-1", &fresh_key()).await.json();
+    let id: uuid::Uuid = enrolled["device_id"].as_str().unwrap().parse().unwrap();
+    let credential = enrolled["credential"].as_str().unwrap().to_owned();
+    let ip = enrolled["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    eventually("the new device reaches the other replica", || {
+        other.fleet.index.get(id).is_some()
+    })
+    .await;
+    assert_eq!(
+        heartbeat_to(&other, &ip, &credential).await.status,
+        StatusCode::OK
+    );
+
+    // Renamed on the first replica.
+    let renamed = app
+        .call("PATCH", format!("/api/devices/{id}"))
+        .token(&admin)
+        .json(json!({"name": "edge-renamed"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    eventually("the rename reaches the other replica", || {
+        other
+            .fleet
+            .index
+            .get(id)
+            .is_some_and(|d| d.name == "edge-renamed")
+    })
+    .await;
+
+    // Heartbeats (last_seen_at, host facts) notify nothing: they are not index changes.
+    let mut changes = watchgrid_store::changes::DeviceChanges::listen(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        heartbeat(&app, &ip, &credential).await.status,
+        StatusCode::OK
+    );
+    app.state
+        .fleet
+        .heartbeats
+        .flush(&app.state.db)
+        .await
+        .unwrap();
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(500), changes.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a heartbeat sent a change notification: {quiet:?}"
+    );
+
+    // Deleted on the first replica: the second refuses the credential and frees the address.
+    let deleted = app
+        .call("DELETE", format!("/api/devices/{id}"))
+        .token(&admin)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    eventually("the delete reaches the other replica", || {
+        other.fleet.index.get(id).is_none()
+    })
+    .await;
+    assert_eq!(
+        heartbeat_to(&other, &ip, &credential).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        other
+            .fleet
+            .index
+            .reserve()
+            .map(|a| a.to_string())
+            .as_deref(),
+        Some(ip.as_str()),
+        "the other replica hands the freed address out again"
+    );
+
+    // The subscription's connection is cut: the listener reports a resync, then hears again.
+    let cut = app
+        .state
+        .db
+        .query_i64_for_tests(
+            "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity \
+             WHERE query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .await
+        .unwrap();
+    assert!(cut >= 1, "the listeners' connections were found");
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await;
+    assert_eq!(
+        next.unwrap().unwrap(),
+        watchgrid_store::changes::DeviceChange::Resync
+    );
+    let again = register(&app, &token, "edge-2", &fresh_key()).await.json();
+    let id2: uuid::Uuid = again["device_id"].as_str().unwrap().parse().unwrap();
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await;
+    assert_eq!(
+        next.unwrap().unwrap(),
+        watchgrid_store::changes::DeviceChange::Changed(vec![id2])
+    );
+    eventually(
+        "the other replica resubscribed and hears new devices",
+        || other.fleet.index.get(id2).is_some(),
+    )
+    .await;
 }

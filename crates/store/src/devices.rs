@@ -98,6 +98,42 @@ pub async fn all_devices<'a>(conn: impl Into<Conn<'a>>) -> Result<Vec<DeviceRow>
     Ok(with_conn!(conn, c => sqlx::query_as::<_, DeviceRow>(&sql).fetch_all(&mut *c).await?))
 }
 
+/// The devices among `ids` that still exist (a replica re-reads what another changed).
+pub async fn devices_by_ids(
+    db: &crate::Database,
+    ids: &[Uuid],
+) -> Result<Vec<DeviceRow>, StoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    match db {
+        crate::Database::Postgres(pool) => {
+            let sql = format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ANY($1)");
+            Ok(sqlx::query_as::<_, DeviceRow>(&sql)
+                .bind(ids)
+                .fetch_all(pool)
+                .await?)
+        }
+        crate::Database::Sqlite(pool) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for chunk in ids.chunks(SQLITE_TOUCH_CHUNK) {
+                let placeholders: Vec<String> =
+                    (1..=chunk.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "SELECT {DEVICE_COLUMNS} FROM devices WHERE id IN ({})",
+                    placeholders.join(", ")
+                );
+                let mut query = sqlx::query_as::<_, DeviceRow>(&sql);
+                for id in chunk {
+                    query = query.bind(id);
+                }
+                rows.extend(query.fetch_all(pool).await?);
+            }
+            Ok(rows)
+        }
+    }
+}
+
 /// Which devices a list shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusFilter {

@@ -16,6 +16,7 @@ mod database;
 #[macro_use]
 pub mod tx;
 pub mod audit;
+pub mod changes;
 pub mod devices;
 mod error;
 mod instance;

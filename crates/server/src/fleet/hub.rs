@@ -51,6 +51,8 @@ pub struct Hub {
     changes: Mutex<Vec<Change>>,
     wake: Notify,
     last_reconcile: Mutex<Option<Instant>>,
+    /// Set when the index was replaced wholesale: the next loop turn runs a full diff.
+    full_requested: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -110,6 +112,7 @@ impl Hub {
             changes: Mutex::new(Vec::new()),
             wake: Notify::new(),
             last_reconcile: Mutex::new(None),
+            full_requested: std::sync::atomic::AtomicBool::new(false),
             metrics,
         }
     }
@@ -148,6 +151,13 @@ impl Hub {
         if let Ok(key) = public_key.parse() {
             self.push(Change::Remove(key));
         }
+    }
+
+    /// The index was replaced: diff the whole interface against it on the next turn.
+    pub fn request_full_reconcile(&self) {
+        self.full_requested
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
     }
 
     fn push(&self, change: Change) {
@@ -229,7 +239,10 @@ impl Hub {
                     }
                 }
             }
-            if last_full.elapsed() >= FULL_RECONCILE_EVERY {
+            let requested = self
+                .full_requested
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            if requested || last_full.elapsed() >= FULL_RECONCILE_EVERY {
                 // Changes queued before the full diff are covered by it.
                 self.changes
                     .lock()
@@ -247,6 +260,12 @@ impl Hub {
             }
             let wait = FULL_RECONCILE_EVERY.saturating_sub(last_full.elapsed());
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            if self
+                .full_requested
+                .load(std::sync::atomic::Ordering::SeqCst)
+            {
+                continue;
+            }
             if let Err(reason) = self.apply_changes().await {
                 tracing::warn!(%reason, "applying peer changes failed; a full reconcile follows");
                 last_full = Instant::now() - FULL_RECONCILE_EVERY;

@@ -3,6 +3,7 @@
 pub mod heartbeats;
 pub mod hub;
 pub mod index;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -23,6 +24,43 @@ pub struct Fleet {
 }
 
 impl Fleet {
+    /// Make the in-memory state (index and WireGuard peer) match a device row as the database
+    /// now holds it. A device whose key or address changed loses its old peer.
+    pub fn apply_row(&self, row: &watchgrid_store::devices::DeviceRow) {
+        let Some(entry) = DeviceEntry::from_row(row) else {
+            tracing::warn!(device = %row.id, ip = %row.overlay_ip, "device with an unreadable overlay address skipped");
+            return;
+        };
+        if let Some(old) = self.index.get(row.id) {
+            if *old == entry {
+                // This replica made the change itself (or it was already applied).
+                return;
+            }
+            if old.public_key != entry.public_key {
+                self.hub.remove(&old.public_key);
+            }
+        }
+        let (public_key, ip) = (entry.public_key.clone(), entry.overlay_ip);
+        self.index.upsert(entry);
+        self.hub.upsert(&public_key, ip);
+    }
+
+    /// Forget a device that no longer exists: its address is free, its peer leaves.
+    pub fn apply_removed(&self, id: uuid::Uuid) {
+        if let Some(old) = self.index.remove(id) {
+            self.hub.remove(&old.public_key);
+        }
+        self.heartbeats.forget(id);
+    }
+
+    /// Replace the in-memory state with `rows` (every device), and have the hub diff its
+    /// interface against it at once.
+    pub fn load_all(&self, rows: &[watchgrid_store::devices::DeviceRow]) {
+        self.index.load(rows);
+        self.heartbeats.seed(rows);
+        self.hub.request_full_reconcile();
+    }
+
     /// A device is online when it was heard from within three heartbeat intervals.
     pub fn online_since(&self, now: DateTime<Utc>) -> DateTime<Utc> {
         now - chrono::Duration::seconds(3 * i64::from(self.config.heartbeat_interval_secs))

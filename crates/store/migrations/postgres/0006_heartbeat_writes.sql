@@ -6,3 +6,19 @@
 -- Free space on every page (fillfactor 80) lets the new tuple version stay on its page.
 DROP INDEX IF EXISTS devices_tenant_last_seen;
 ALTER TABLE devices SET (fillfactor = 80);
+
+-- Replicas keep an in-memory device index; this tells them what changed (crates/store/src/
+-- changes.rs). Only the columns the index holds: heartbeats (`last_seen_at`) and host facts
+-- would otherwise send tens of thousands of notifications a second.
+CREATE FUNCTION watchgrid_notify_device_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('watchgrid_devices', COALESCE(NEW.id, OLD.id)::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER devices_notify_change
+AFTER INSERT OR DELETE OR UPDATE OF tenant_id, name, kind, wg_public_key, overlay_ip, credential_hash, tags
+ON devices
+FOR EACH ROW EXECUTE FUNCTION watchgrid_notify_device_change();

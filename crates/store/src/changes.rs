@@ -1,0 +1,112 @@
+//! Device change notifications between replicas (PostgreSQL only).
+//!
+//! Every replica keeps an in-memory index of devices. A change one replica makes (a
+//! registration behind the load balancer, a rename, a delete) must reach the others' indexes,
+//! or the replica driving WireGuard would not add the new peer. A trigger on `devices`
+//! (migration 0006) sends `NOTIFY watchgrid_devices, '<device id>'` for every insert, delete and
+//! update of the columns the index holds — not for `last_seen_at` or host facts, which change
+//! every second. Notifications are delivered on commit, so a listener that reads the row after
+//! one sees the committed change.
+//!
+//! SQLite is single-node: there is no other replica to hear from, so [`DeviceChanges::listen`]
+//! returns `None`.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use sqlx::postgres::PgListener;
+use uuid::Uuid;
+
+use crate::{Database, StoreError};
+
+/// The `NOTIFY` channel the `devices` trigger sends to.
+pub const DEVICE_CHANNEL: &str = "watchgrid_devices";
+
+/// Most ids one batch carries, so a mass change (a tenant with 100,000 devices deleted) is
+/// applied in steps that each read a bounded number of rows.
+pub const MAX_BATCH: usize = 5_000;
+
+/// How long re-establishing an interrupted subscription may take.
+const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// What happened since the last call to [`DeviceChanges::next`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceChange {
+    /// These devices changed (or were deleted): read them again.
+    Changed(Vec<Uuid>),
+    /// The listening connection was lost and has been re-established: notifications may have
+    /// been missed, so everything must be read again.
+    Resync,
+}
+
+/// A subscription to [`DEVICE_CHANNEL`]. It holds one connection of the pool.
+pub struct DeviceChanges {
+    listener: PgListener,
+}
+
+impl std::fmt::Debug for DeviceChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceChanges").finish_non_exhaustive()
+    }
+}
+
+impl DeviceChanges {
+    /// Subscribe; `None` on SQLite. Changes committed after this returns are all delivered
+    /// (or a [`DeviceChange::Resync`] says some may have been lost).
+    pub async fn listen(db: &Database) -> Result<Option<Self>, StoreError> {
+        let Database::Postgres(pool) = db else {
+            return Ok(None);
+        };
+        let mut listener = PgListener::connect_with(pool).await?;
+        listener.listen(DEVICE_CHANNEL).await?;
+        Ok(Some(Self { listener }))
+    }
+
+    /// Wait for the next change. Notifications that arrive together are merged into one batch
+    /// (after the first, those arriving within a few milliseconds are taken too).
+    pub async fn next(&mut self) -> Result<DeviceChange, StoreError> {
+        let first = match self.listener.try_recv().await {
+            Ok(Some(notification)) => notification,
+            // The connection was lost; `try_recv` has reconnected and re-subscribed.
+            Ok(None) => return Ok(DeviceChange::Resync),
+            // The server ended the session with an error (an administrator's
+            // `pg_terminate_backend`, a restart): the next read finds the connection closed
+            // and reconnects. Only if that fails is the subscription broken.
+            Err(first_err) => {
+                tracing::debug!(error = %first_err, "device change subscription interrupted");
+                return match tokio::time::timeout(RECONNECT_WAIT, self.listener.try_recv()).await {
+                    Ok(Ok(_)) => Ok(DeviceChange::Resync),
+                    Ok(Err(err)) => Err(err.into()),
+                    Err(_) => Err(first_err.into()),
+                };
+            }
+        };
+        let mut ids = HashSet::new();
+        let mut resync = false;
+        collect(&mut ids, first.payload());
+        while ids.len() < MAX_BATCH {
+            match tokio::time::timeout(Duration::from_millis(5), self.listener.try_recv()).await {
+                Ok(Ok(Some(notification))) => collect(&mut ids, notification.payload()),
+                Ok(Ok(None)) => {
+                    resync = true;
+                    break;
+                }
+                Ok(Err(err)) => return Err(err.into()),
+                Err(_quiet) => break,
+            }
+        }
+        if resync {
+            return Ok(DeviceChange::Resync);
+        }
+        Ok(DeviceChange::Changed(ids.into_iter().collect()))
+    }
+}
+
+fn collect(ids: &mut HashSet<Uuid>, payload: &str) {
+    match payload.parse() {
+        Ok(id) => {
+            ids.insert(id);
+        }
+        Err(_) => tracing::warn!(payload, "ignored a malformed device change notification"),
+    }
+}
