@@ -21,6 +21,11 @@ use crate::metrics::Metrics;
 
 /// A full diff against the interface this often.
 pub const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
+/// Most peers one `set_peers` call carries. boringtun forwards no packet while it applies a
+/// transaction (~60 µs per new peer): loading 100,000 peers at once stalled the interface for
+/// ~6 s. In batches of this size every stall is ~0.3 s and traffic flows in between, at the
+/// price of one extra `get` per batch (docs/wireguard.md).
+pub const PEER_BATCH: usize = 5_000;
 /// Retry creating a missing interface this often.
 const REOPEN_EVERY: Duration = Duration::from_secs(30);
 
@@ -297,8 +302,8 @@ impl Hub {
         }
         let delta = upserts.len() as i64 - removals.len() as i64;
         tokio::task::spawn_blocking(move || {
-            if !upserts.is_empty() {
-                backend.set_peers(&upserts)?;
+            for batch in upserts.chunks(PEER_BATCH) {
+                backend.set_peers(batch)?;
             }
             if !removals.is_empty() {
                 backend.remove_peers(&removals)?;
@@ -325,8 +330,8 @@ impl Hub {
         let count = tokio::task::spawn_blocking(move || {
             let actual = backend.peers()?;
             let diff = watchgrid_wireguard::diff(&desired, &actual);
-            if !diff.upsert.is_empty() {
-                backend.set_peers(&diff.upsert)?;
+            for batch in diff.upsert.chunks(PEER_BATCH) {
+                backend.set_peers(batch)?;
             }
             if !diff.remove.is_empty() {
                 backend.remove_peers(&diff.remove)?;
