@@ -2,6 +2,12 @@
 
 use std::process::ExitCode;
 
+/// Less CPU and memory than glibc's allocator for the server's many small, short-lived
+/// allocations (docs/benchmarks.md); `--no-default-features` builds without it.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Parser, Subcommand};
 use watchgrid_server::config::{Config, EnvSource, SecretGeneration};
 use watchgrid_server::{serve, telemetry};
