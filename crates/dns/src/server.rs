@@ -129,6 +129,12 @@ impl DnsHandler {
         self
     }
 
+    /// Counts into `counters` (shared with whoever exports them) instead of a fresh set.
+    pub fn with_counters(mut self, counters: Arc<QueryCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
     /// The counters this handler updates; keep a clone to export them.
     pub fn counters(&self) -> Arc<QueryCounters> {
         Arc::clone(&self.counters)

@@ -206,9 +206,114 @@ impl MagicDns {
         })
     }
 
+    /// Checks what [`MagicDns::set_records`] would check, against the current zone, without
+    /// changing anything: callers validate inside their database transaction and apply after
+    /// it commits.
+    pub fn check_records(
+        &self,
+        tenant_slug: &str,
+        name: &str,
+        records: &[Record],
+    ) -> Result<(), DnsError> {
+        let tenant = normalize_host_label(tenant_slug)?;
+        let name = normalize_record_name(name)?;
+        let records = validate_rrset(&name, records.to_vec())?;
+        let zone = self.snapshot();
+        let device_there = zone
+            .tenants
+            .get(&tenant)
+            .is_some_and(|t| t.devices.contains_key(&name));
+        if records.iter().any(Record::is_cname) && device_there {
+            return Err(DnsError::CnameConflict(name));
+        }
+        Ok(())
+    }
+
+    /// Whether a CNAME holds `<name>.<tenant_slug>`: a device cannot take that name.
+    pub fn has_cname(&self, tenant_slug: &str, name: &str) -> bool {
+        let (Ok(tenant), Ok(name)) = (
+            normalize_host_label(tenant_slug),
+            normalize_record_name(name),
+        ) else {
+            return false;
+        };
+        self.snapshot().tenants.get(&tenant).is_some_and(|t| {
+            t.records
+                .get(&name)
+                .is_some_and(|rs| rs.iter().any(Record::is_cname))
+        })
+    }
+
     /// Removes all custom records at a name. Removing nothing is not an error.
     pub fn remove_records(&self, tenant_slug: &str, name: &str) -> Result<(), DnsError> {
         self.set_records(tenant_slug, name, Vec::new())
+    }
+
+    /// Replaces every tenant's devices at once (start-up and device index reloads), keeping
+    /// the custom records. One copy of the zone for the whole batch, so loading many devices
+    /// costs O(devices), not O(devices²). A device that fails validation (a bad label, an
+    /// address outside the overlay, a name held by a CNAME) is skipped; the errors are returned.
+    pub fn replace_devices(
+        &self,
+        devices: impl IntoIterator<Item = (String, String, Ipv4Addr)>,
+    ) -> Vec<DnsError> {
+        let mut errors = Vec::new();
+        let mut guard = self
+            .inner
+            .zone
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut tenants: HashMap<String, TenantZone> = guard
+            .tenants
+            .iter()
+            .filter(|(_, t)| !t.records.is_empty())
+            .map(|(slug, t)| {
+                let kept = TenantZone {
+                    records: t.records.clone(),
+                    ..TenantZone::default()
+                };
+                (slug.clone(), kept)
+            })
+            .collect();
+        for (tenant_slug, name, ipv4) in devices {
+            let checked = normalize_host_label(&tenant_slug).and_then(|tenant| {
+                let name = normalize_host_label(&name)?;
+                if !self.inner.overlay.contains(&ipv4) {
+                    return Err(DnsError::OutsideOverlay(ipv4));
+                }
+                Ok((tenant, name))
+            });
+            let (tenant, name) = match checked {
+                Ok(pair) => pair,
+                Err(err) => {
+                    errors.push(err);
+                    continue;
+                }
+            };
+            let t = tenants.entry(tenant).or_default();
+            if t.records
+                .get(&name)
+                .is_some_and(|rs| rs.iter().any(Record::is_cname))
+            {
+                errors.push(DnsError::CnameConflict(name));
+                continue;
+            }
+            if let Some(old) = t.devices.insert(name.clone(), ipv4) {
+                if t.reverse.get(&old) == Some(&name) {
+                    t.reverse.remove(&old);
+                }
+            }
+            t.reverse.insert(ipv4, name);
+        }
+        *guard = Arc::new(Zone {
+            tenants: tenants
+                .into_iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(slug, t)| (slug, Arc::new(t)))
+                .collect(),
+        });
+        self.inner.serial.fetch_add(1, Ordering::Relaxed);
+        errors
     }
 
     /// Removes everything a tenant published (the tenant was deleted).

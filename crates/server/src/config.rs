@@ -142,6 +142,7 @@ pub struct Config {
     /// Audit rows older than this many days are deleted.
     pub audit_retention_days: u32,
     pub fleet: FleetConfig,
+    pub dns: DnsConfig,
     /// Things worth telling the operator once logging is up (generated secrets, defaults).
     pub warnings: Vec<String>,
 }
@@ -168,6 +169,20 @@ impl FleetConfig {
     pub fn server_ip(&self) -> std::net::Ipv4Addr {
         std::net::Ipv4Addr::from(u32::from(self.overlay.network()) + 1)
     }
+}
+
+/// Magic DNS.
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// UDP and TCP listeners; `None` when `WATCHGRID_DNS_LISTEN=off`.
+    pub listen: Option<SocketAddr>,
+    /// Whether `WATCHGRID_DNS_LISTEN` was set explicitly (then a failure to bind turns the `dns`
+    /// health check red even without a WireGuard interface of the server's own).
+    pub listen_explicit: bool,
+    /// The suffix, lower case, without a trailing dot.
+    pub domain: String,
+    /// Resolvers for names outside the domain, tried in order; empty means REFUSED.
+    pub upstreams: Vec<SocketAddr>,
 }
 
 /// Which WireGuard implementation drives the hub interface.
@@ -423,6 +438,7 @@ impl Config {
         });
 
         let fleet = read_fleet(&mut r, mode, &data_dir, &frontend_host);
+        let dns = read_dns(&mut r, &fleet);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -450,6 +466,7 @@ impl Config {
             rate_limits,
             audit_retention_days,
             fleet,
+            dns,
             warnings: Vec::new(),
         };
 
@@ -628,6 +645,58 @@ fn read_fleet(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, frontend_host: &s
         backend,
         agent_listen,
         heartbeat_interval_secs,
+    }
+}
+
+fn read_dns(r: &mut Reader<'_>, fleet: &FleetConfig) -> DnsConfig {
+    let default_listen = SocketAddr::from((fleet.server_ip(), 53));
+    let listen_explicit = r.get("WATCHGRID_DNS_LISTEN").is_some();
+    let listen = r.parse("WATCHGRID_DNS_LISTEN", Some(default_listen), |v| {
+        if v.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        SocketAddr::from_str(v)
+            .map(Some)
+            .map_err(|_| "must be an address and port such as 100.64.0.1:53, or `off`".to_owned())
+    });
+    let domain = r.parse(
+        "WATCHGRID_DNS_DOMAIN",
+        "watchgrid.internal".to_owned(),
+        |v| {
+            let domain = v.trim_end_matches('.').to_ascii_lowercase();
+            let labels_ok = domain
+                .split('.')
+                .all(|label| watchgrid_dns::normalize_host_label(label).is_ok());
+            if labels_ok && domain.len() <= 120 {
+                Ok(domain)
+            } else {
+                Err(
+                    "must be a domain of DNS-safe labels (a-z, 0-9, '-'), at most 120 characters, \
+                     such as watchgrid.internal"
+                        .into(),
+                )
+            }
+        },
+    );
+    let upstreams = r.parse("WATCHGRID_DNS_UPSTREAMS", Vec::new(), |v| {
+        v.split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                SocketAddr::from_str(part)
+                    .or_else(|_| {
+                        part.parse::<std::net::IpAddr>()
+                            .map(|ip| SocketAddr::new(ip, 53))
+                    })
+                    .map_err(|_| format!("{part:?} is not an address such as 192.0.2.53:53"))
+            })
+            .collect()
+    });
+    DnsConfig {
+        listen,
+        listen_explicit,
+        domain,
+        upstreams,
     }
 }
 

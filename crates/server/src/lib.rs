@@ -2,7 +2,7 @@
 //! start-up sequence. `main.rs` is a thin command-line shell around [`serve`].
 //!
 //! Architecture invariant: this is the only crate that knows both HTTP and SQL; it wires the
-//! storage layer (and later the WireGuard, DNS and SSH CA crates) to the API.
+//! storage layer, the WireGuard and DNS crates (and later the SSH CA crate) to the API.
 
 #![forbid(unsafe_code)]
 
@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 pub mod bootstrap;
 pub mod config;
+pub mod dns;
 pub mod fleet;
 pub mod health;
 pub mod http;

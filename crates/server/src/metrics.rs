@@ -4,6 +4,7 @@
 //! raw path, so a client cannot grow the series count by requesting random URLs.
 
 use std::sync::atomic::AtomicI64;
+use std::sync::Arc;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -11,6 +12,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use watchgrid_dns::QueryCounters;
 use watchgrid_store::PoolStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,7 +81,22 @@ pub struct Metrics {
     wireguard_peers: Gauge<i64, AtomicI64>,
     pub agent_heartbeats: Counter,
     registrations: Family<ResultLabels, Counter>,
+    /// Magic DNS counts here (atomics, no lock on the query path); copied into the Prometheus
+    /// counters at each scrape.
+    pub dns: Arc<QueryCounters>,
+    dns_queries: Family<RcodeLabels, Counter>,
+    dns_forwarded: Counter,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RcodeLabels {
+    pub rcode: &'static str,
+}
+
+/// The `rcode` label values of `watchgrid_dns_queries_total`.
+pub const DNS_RCODES: [&str; 7] = [
+    "noerror", "nxdomain", "refused", "servfail", "formerr", "notimp", "other",
+];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -163,6 +180,21 @@ impl Metrics {
             "Device registrations, by result",
             registrations.clone(),
         );
+        let dns_queries = Family::<RcodeLabels, Counter>::default();
+        registry.register(
+            "watchgrid_dns_queries",
+            "Magic DNS responses sent, by response code",
+            dns_queries.clone(),
+        );
+        for rcode in DNS_RCODES {
+            let _ = dns_queries.get_or_create(&RcodeLabels { rcode });
+        }
+        let dns_forwarded = Counter::default();
+        registry.register(
+            "watchgrid_dns_forwarded",
+            "Magic DNS queries for names outside the domain handed to the forwarder (cache or upstream)",
+            dns_forwarded.clone(),
+        );
         for result in REGISTRATION_RESULTS {
             let _ = registrations.get_or_create(&ResultLabels { result });
         }
@@ -188,6 +220,9 @@ impl Metrics {
             wireguard_peers,
             agent_heartbeats,
             registrations,
+            dns: Arc::new(QueryCounters::default()),
+            dns_queries,
+            dns_forwarded,
         }
     }
 
@@ -222,10 +257,25 @@ impl Metrics {
             .inc();
     }
 
+    /// Bring the DNS counters up to the handler's atomics (they only grow).
+    fn sync_dns(&self) {
+        let s = self.dns.snapshot();
+        let values = [
+            s.noerror, s.nxdomain, s.refused, s.servfail, s.formerr, s.notimp, s.other,
+        ];
+        for (rcode, value) in DNS_RCODES.into_iter().zip(values) {
+            let counter = self.dns_queries.get_or_create(&RcodeLabels { rcode });
+            counter.inc_by(value.saturating_sub(counter.get()));
+        }
+        self.dns_forwarded
+            .inc_by(s.forwarded.saturating_sub(self.dns_forwarded.get()));
+    }
+
     /// Render the text exposition, sampling the pool gauges first.
     pub fn render(&self, pool: PoolStats) -> String {
         self.db_open.set(i64::from(pool.open));
         self.db_in_use.set(i64::from(pool.in_use));
+        self.sync_dns();
         let mut out = String::new();
         if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
             tracing::error!(error = %err, "encoding metrics failed");

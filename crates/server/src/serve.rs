@@ -64,7 +64,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 /// The fleet's background work, once the database and the device index are ready: the
-/// WireGuard hub, the heartbeat flusher and the agent API listener.
+/// WireGuard hub, the heartbeat flusher, the agent API listener and Magic DNS.
 pub fn start_fleet(state: &AppState) {
     let fleet = state.fleet.clone();
     tokio::spawn(fleet.hub.clone().run(fleet.clone()));
@@ -75,6 +75,7 @@ pub fn start_fleet(state: &AppState) {
         state.db.clone(),
         state.fleet.clone(),
     ));
+    tokio::spawn(crate::dns::serve(state.clone()));
 }
 
 /// Serve the agent API on the server's overlay address. The address exists only once the
@@ -145,9 +146,15 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
     loop {
         let prepared = async {
             crate::bootstrap::ensure_admin(state).await?;
+            // Tenants first: the zone names devices by their tenant's slug.
+            let tenants = watchgrid_store::tenants::list_tenants(&state.db).await?;
+            state.fleet.dns.load_tenants(&tenants);
             let rows = watchgrid_store::devices::all_devices(&state.db).await?;
             state.fleet.load_all(&rows);
             tracing::info!(devices = rows.len(), "device index loaded");
+            let records = watchgrid_store::dns::all_records(&state.db).await?;
+            state.fleet.dns.load_records(&records);
+            tracing::info!(records = records.len(), "Magic DNS records loaded");
             anyhow::Ok(())
         }
         .await;

@@ -70,8 +70,20 @@ impl AppState {
                 async move { hub.check() }
             });
         }
+        let dns = Arc::new(crate::dns::MagicDnsService::new(
+            &config.dns,
+            &fleet_config,
+        )?);
+        if dns.checked() {
+            let probe = dns.clone();
+            health.register("dns", move || {
+                let dns = probe.clone();
+                async move { dns.check() }
+            });
+        }
         let fleet = Arc::new(Fleet {
-            index: DeviceIndex::new(fleet_config.overlay),
+            index: DeviceIndex::with_observer(fleet_config.overlay, dns.clone()),
+            dns,
             heartbeats: Heartbeats::default(),
             hub,
             config: fleet_config,

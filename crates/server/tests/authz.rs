@@ -28,6 +28,7 @@ struct Fixture {
     api_token: String,
     device: String,
     onboarding_token: String,
+    dns_record: String,
 }
 
 /// Tenant `slug` with an admin, an API token, a device and an onboarding token.
@@ -77,7 +78,16 @@ async fn tenant_with_admin(app: &TestApp, root: &str, slug: &str) -> Fixture {
         .send()
         .await
         .json();
+    let record = app
+        .call("POST", "/api/dns/records")
+        .token(&token)
+        .json(json!({"name": "www", "type": "A", "value": "192.0.2.1"}))
+        .send()
+        .await;
+    assert_eq!(record.status, StatusCode::CREATED, "{}", record.body);
+    let record = record.json();
     Fixture {
+        dns_record: record["id"].as_str().unwrap().to_owned(),
         token,
         user: user["id"].as_str().unwrap().to_owned(),
         api_token: api_token["token"]["id"].as_str().unwrap().to_owned(),
@@ -116,6 +126,7 @@ async fn every_route_enforces_its_policy(backend: TestBackend) {
                 p if p.starts_with("/api/tokens/") => &b_api,
                 p if p.starts_with("/api/devices/") => &b.device,
                 p if p.starts_with("/api/onboarding-tokens/") => &b.onboarding_token,
+                p if p.starts_with("/api/dns/records/") => &b.dns_record,
                 other => panic!("no fixture for the parameter of {other}: add one to this test"),
             };
             b_path = b_path.replace("{id}", id);

@@ -18,6 +18,7 @@ pub mod tx;
 pub mod audit;
 pub mod changes;
 pub mod devices;
+pub mod dns;
 mod error;
 mod instance;
 pub mod migrations;

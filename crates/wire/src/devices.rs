@@ -144,6 +144,9 @@ pub struct RegisterResponse {
     /// The device's secret for the agent API (`wgd_...`); the server keeps only its hash.
     pub credential: String,
     pub heartbeat_interval_secs: u32,
+    /// Magic DNS for split DNS; absent when the server runs no DNS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::dns::DnsSettings>,
 }
 
 /// `GET /api/agent/server-info`: what an agent checks its pinned key against.
@@ -174,4 +177,7 @@ pub struct HeartbeatAck {
     /// The interval the server expects; the agent adds jitter.
     pub heartbeat_interval_secs: u32,
     pub server_time: String,
+    /// Magic DNS for split DNS; absent when the server runs no DNS listener.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<crate::dns::DnsSettings>,
 }

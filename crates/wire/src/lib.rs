@@ -7,6 +7,7 @@
 
 pub mod audit;
 pub mod devices;
+pub mod dns;
 pub mod error;
 pub mod health;
 pub mod identity;
@@ -18,6 +19,7 @@ pub use devices::{
     DeviceKind, DeviceStatus, Heartbeat, HeartbeatAck, OnboardingToken, RegisterRequest,
     RegisterResponse, ServerInfo, UpdateDevice,
 };
+pub use dns::{CreateDnsRecord, DnsRecord, DnsRecordType, DnsSettings, UpdateDnsRecord};
 pub use error::{ErrorBody, ErrorDetail, FieldError};
 pub use health::{CheckValue, HealthReport, HealthStatus};
 pub use identity::{

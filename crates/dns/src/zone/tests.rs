@@ -458,3 +458,108 @@ fn txt_split() {
     assert!(parts.iter().all(|p| p.len() <= 255));
     assert_eq!(parts.concat(), "é".repeat(200));
 }
+
+#[test]
+fn replace_devices_keeps_records_and_skips_bad_devices() {
+    let z = zone();
+    let serial = z.serial();
+    let errors = z.replace_devices([
+        (
+            "acme".to_owned(),
+            "api".to_owned(),
+            Ipv4Addr::new(100, 64, 0, 30),
+        ),
+        (
+            "acme".to_owned(),
+            "www".to_owned(),
+            Ipv4Addr::new(100, 64, 0, 31),
+        ),
+        (
+            "acme".to_owned(),
+            "bad_name".to_owned(),
+            Ipv4Addr::new(100, 64, 0, 32),
+        ),
+        (
+            "acme".to_owned(),
+            "far".to_owned(),
+            Ipv4Addr::new(10, 0, 0, 1),
+        ),
+        (
+            "initech".to_owned(),
+            "pc".to_owned(),
+            Ipv4Addr::new(100, 64, 0, 40),
+        ),
+    ]);
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(errors.contains(&DnsError::CnameConflict("www".into())));
+    assert!(errors.contains(&DnsError::OutsideOverlay(Ipv4Addr::new(10, 0, 0, 1))));
+    assert!(z.serial() > serial);
+    check(
+        &z,
+        "acme",
+        "api.acme.watchgrid.internal.",
+        T::A,
+        Some((NoError, &["api.acme.watchgrid.internal. A 100.64.0.30"])),
+    );
+    check(
+        &z,
+        "initech",
+        "40.0.64.100.in-addr.arpa.",
+        T::PTR,
+        Some((
+            NoError,
+            &["40.0.64.100.in-addr.arpa. PTR pc.initech.watchgrid.internal."],
+        )),
+    );
+    // The old devices are gone, their custom records stay.
+    check(
+        &z,
+        "acme",
+        "db.acme.watchgrid.internal.",
+        T::A,
+        Some((NXDomain, &[])),
+    );
+    check(
+        &z,
+        "globex",
+        "web.globex.watchgrid.internal.",
+        T::A,
+        Some((NXDomain, &[])),
+    );
+    check(
+        &z,
+        "acme",
+        "web.acme.watchgrid.internal.",
+        T::TXT,
+        Some((NoError, &["web.acme.watchgrid.internal. TXT v=web"])),
+    );
+}
+
+#[test]
+fn check_records_is_a_dry_run() {
+    let z = zone();
+    let serial = z.serial();
+    let cname = |t: &str| Record::new(60, RecordData::Cname(t.into()));
+    assert_eq!(
+        z.check_records("acme", "db", &[cname("web.acme.watchgrid.internal.")]),
+        Err(DnsError::CnameConflict("db".into())),
+        "a device holds the name"
+    );
+    assert!(z
+        .check_records("acme", "new", &[cname("web.acme.watchgrid.internal.")])
+        .is_ok());
+    assert!(z
+        .check_records("acme", "x", &[Record::new(0, RecordData::Txt("t".into()))])
+        .is_err());
+    assert_eq!(z.serial(), serial, "nothing changed");
+    check(
+        &z,
+        "acme",
+        "new.acme.watchgrid.internal.",
+        T::A,
+        Some((NXDomain, &[])),
+    );
+    assert!(z.has_cname("acme", "www"));
+    assert!(!z.has_cname("acme", "web"));
+    assert!(!z.has_cname("globex", "www"));
+}

@@ -311,3 +311,49 @@ fn agent_api_must_listen_inside_the_overlay() {
     );
     assert_eq!(config.fleet.endpoint, "localhost:51820");
 }
+
+#[test]
+fn dns_settings_default_to_the_overlay_and_are_checked() {
+    let config = load(&[], SecretGeneration::ReadOnly).unwrap();
+    assert_eq!(
+        config.dns.listen,
+        Some("100.64.0.1:53".parse().unwrap()),
+        "the server's overlay address"
+    );
+    assert!(!config.dns.listen_explicit);
+    assert_eq!(config.dns.domain, "watchgrid.internal");
+    assert!(config.dns.upstreams.is_empty());
+
+    let config = load(
+        &[
+            ("WATCHGRID_DNS_LISTEN", "off"),
+            ("WATCHGRID_DNS_DOMAIN", "Corp.Example."),
+            ("WATCHGRID_DNS_UPSTREAMS", "192.0.2.53:5353, 192.0.2.54"),
+        ],
+        SecretGeneration::ReadOnly,
+    )
+    .unwrap();
+    assert_eq!(config.dns.listen, None);
+    assert!(config.dns.listen_explicit);
+    assert_eq!(config.dns.domain, "corp.example");
+    assert_eq!(
+        config.dns.upstreams,
+        [
+            "192.0.2.53:5353".parse().unwrap(),
+            "192.0.2.54:53".parse().unwrap()
+        ]
+    );
+
+    let err = load(
+        &[
+            ("WATCHGRID_DNS_LISTEN", "53"),
+            ("WATCHGRID_DNS_DOMAIN", "bad_domain.example"),
+            ("WATCHGRID_DNS_UPSTREAMS", "1.1.1.1:53,nonsense"),
+        ],
+        SecretGeneration::ReadOnly,
+    )
+    .unwrap_err();
+    assert!(problem_for(&err, "WATCHGRID_DNS_LISTEN").contains("or `off`"));
+    assert!(problem_for(&err, "WATCHGRID_DNS_DOMAIN").contains("DNS-safe"));
+    assert!(problem_for(&err, "WATCHGRID_DNS_UPSTREAMS").contains("\"nonsense\""));
+}

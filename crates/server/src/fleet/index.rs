@@ -1,7 +1,7 @@
 //! The in-memory index of every device: what heartbeats authenticate against, what the
-//! WireGuard hub reconciles to, where overlay addresses are allocated, and (later) what Magic
-//! DNS answers from. Built from the database at start-up and updated on every change, so no
-//! hot path queries the database.
+//! WireGuard hub reconciles to, where overlay addresses are allocated, and what Magic DNS
+//! answers from (through an [`IndexObserver`]). Built from the database at start-up and updated
+//! on every change, so no hot path queries the database.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -52,11 +52,22 @@ struct Inner {
     reserved: HashSet<u32>,
 }
 
+/// Told of every change to the index, under its write lock, so it sees changes in the order
+/// they happen (Magic DNS keeps its zone in step this way).
+pub trait IndexObserver: Send + Sync + std::fmt::Debug {
+    /// A device was added or replaced; `old` is what it replaced.
+    fn upserted(&self, old: Option<&DeviceEntry>, new: &DeviceEntry);
+    fn removed(&self, old: &DeviceEntry);
+    /// The whole index was replaced.
+    fn loaded(&self, all: &mut dyn Iterator<Item = &DeviceEntry>);
+}
+
 /// Every device, by id and by overlay address.
 #[derive(Debug)]
 pub struct DeviceIndex {
     overlay: Ipv4Net,
     inner: RwLock<Inner>,
+    observer: Option<Arc<dyn IndexObserver>>,
 }
 
 /// The first offset a device may get: `.0` is the network, `.1` the server.
@@ -70,6 +81,15 @@ impl DeviceIndex {
                 high_water: FIRST_DEVICE_OFFSET,
                 ..Inner::default()
             }),
+            observer: None,
+        }
+    }
+
+    /// An index that tells `observer` of every change.
+    pub fn with_observer(overlay: Ipv4Net, observer: Arc<dyn IndexObserver>) -> Self {
+        Self {
+            observer: Some(observer),
+            ..Self::new(overlay)
         }
     }
 
@@ -104,7 +124,7 @@ impl DeviceIndex {
         for row in rows {
             match DeviceEntry::from_row(row) {
                 Some(entry) => {
-                    Self::insert_locked(&mut inner, self.offset_of(entry.overlay_ip), entry)
+                    Self::insert_locked(&mut inner, self.offset_of(entry.overlay_ip), entry);
                 }
                 None => {
                     tracing::warn!(device = %row.id, ip = %row.overlay_ip, "device with an unreadable overlay address skipped")
@@ -120,10 +140,18 @@ impl DeviceIndex {
         inner.free = (FIRST_DEVICE_OFFSET..high_water)
             .filter(|o| !used.contains(o))
             .collect();
+        if let Some(observer) = &self.observer {
+            observer.loaded(&mut inner.by_id.values().map(|e| e.as_ref()));
+        }
     }
 
-    fn insert_locked(inner: &mut Inner, offset: Option<u32>, entry: DeviceEntry) {
-        if let Some(old) = inner.by_id.remove(&entry.id) {
+    fn insert_locked(
+        inner: &mut Inner,
+        offset: Option<u32>,
+        entry: DeviceEntry,
+    ) -> Option<Arc<DeviceEntry>> {
+        let old = inner.by_id.remove(&entry.id);
+        if let Some(old) = &old {
             inner.by_ip.remove(&old.overlay_ip);
             inner.names.remove(&(old.tenant_id, old.name.clone()));
         }
@@ -135,12 +163,18 @@ impl DeviceIndex {
         inner.by_ip.insert(entry.overlay_ip, entry.id);
         inner.names.insert((entry.tenant_id, entry.name.clone()));
         inner.by_id.insert(entry.id, Arc::new(entry));
+        old
     }
 
     /// Add or replace a device.
     pub fn upsert(&self, entry: DeviceEntry) {
         let offset = self.offset_of(entry.overlay_ip);
-        Self::insert_locked(&mut self.write(), offset, entry);
+        let mut inner = self.write();
+        let id = entry.id;
+        let old = Self::insert_locked(&mut inner, offset, entry);
+        if let (Some(observer), Some(new)) = (&self.observer, inner.by_id.get(&id)) {
+            observer.upserted(old.as_deref(), new);
+        }
     }
 
     /// Remove a device and free its address.
@@ -151,6 +185,9 @@ impl DeviceIndex {
         inner.names.remove(&(entry.tenant_id, entry.name.clone()));
         if let Some(offset) = self.offset_of(entry.overlay_ip) {
             inner.free.insert(offset);
+        }
+        if let Some(observer) = &self.observer {
+            observer.removed(&entry);
         }
         Some(entry)
     }

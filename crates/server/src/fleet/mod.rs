@@ -21,6 +21,8 @@ pub struct Fleet {
     pub index: DeviceIndex,
     pub heartbeats: Heartbeats,
     pub hub: Arc<Hub>,
+    /// Magic DNS; the index tells it of every device change.
+    pub dns: Arc<crate::dns::MagicDnsService>,
 }
 
 impl Fleet {

@@ -154,6 +154,7 @@ pub async fn register(
                 agent_api: format!("http://{}", fleet.config.agent_listen),
                 credential,
                 heartbeat_interval_secs: fleet.config.heartbeat_interval_secs,
+                dns: fleet.dns.settings(),
             }))
         }
         Err((result, err)) => {
@@ -240,7 +241,11 @@ async fn enroll(
                 )),
             ));
         };
-        let name = unique_name(&base, |n| fleet.index.name_taken(token.tenant_id, n));
+        // A name held by a custom CNAME counts as taken: the device could not have it in DNS.
+        let slug = fleet.dns.slug_of(token.tenant_id).unwrap_or_default();
+        let name = unique_name(&base, |n| {
+            fleet.index.name_taken(token.tenant_id, n) || fleet.dns.zone.has_cname(&slug, n)
+        });
         let row = DeviceRow {
             id: Uuid::new_v4(),
             tenant_id: token.tenant_id,
@@ -385,6 +390,7 @@ pub async fn heartbeat(
     Json(HeartbeatAck {
         heartbeat_interval_secs: fleet.config.heartbeat_interval_secs,
         server_time: convert::time(Utc::now()),
+        dns: fleet.dns.settings(),
     })
 }
 

@@ -113,6 +113,21 @@ pub async fn list(
     Ok(Json(Page { items, next_cursor }))
 }
 
+/// Why a device cannot take `name`: a custom CNAME of the tenant holds it (a CNAME must be the
+/// only data at its name).
+fn cname_holds(state: &AppState, scope: &Scope, name: &str) -> Option<String> {
+    state
+        .fleet
+        .dns
+        .zone
+        .has_cname(&scope.tenant.slug, name)
+        .then(|| {
+            format!(
+                "{name:?} is a CNAME in Magic DNS; delete that record first or pick another name"
+            )
+        })
+}
+
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     id.parse().map_err(|_| ApiError::NotFound)
 }
@@ -154,6 +169,8 @@ pub async fn update(
             let mut problems = Vec::new();
             if let Some(name) = &body.name {
                 if let Err(reason) = validate::slug(name) {
+                    problems.push(FieldError::new("name", reason));
+                } else if let Some(reason) = cname_holds(&state, &scope, name) {
                     problems.push(FieldError::new("name", reason));
                 }
             }
@@ -256,6 +273,8 @@ pub async fn create_plain(
         async |tx| {
             let mut problems = Vec::new();
             if let Err(reason) = validate::slug(&body.name) {
+                problems.push(FieldError::new("name", reason));
+            } else if let Some(reason) = cname_holds(&state, &scope, &body.name) {
                 problems.push(FieldError::new("name", reason));
             }
             check_tags(&mut problems, "tags", &body.tags);

@@ -5,6 +5,7 @@ mod api_tokens;
 mod audit_log;
 pub mod convert;
 mod devices;
+mod dns_records;
 pub mod error;
 pub mod extract;
 pub mod middleware;
@@ -214,6 +215,37 @@ pub fn routes() -> ApiRouter {
             "/api/onboarding-tokens/{id}",
             Access::Tenant(Role::Admin),
             devices::revoke_onboarding,
+        )
+        // Magic DNS custom records
+        .route(
+            M::GET,
+            "/api/dns/records",
+            Access::Tenant(Role::Viewer),
+            dns_records::list,
+        )
+        .route(
+            M::POST,
+            "/api/dns/records",
+            Access::Tenant(Role::Admin),
+            dns_records::create,
+        )
+        .route(
+            M::GET,
+            "/api/dns/records/{id}",
+            Access::Tenant(Role::Viewer),
+            dns_records::get,
+        )
+        .route(
+            M::PATCH,
+            "/api/dns/records/{id}",
+            Access::Tenant(Role::Admin),
+            dns_records::update,
+        )
+        .route(
+            M::DELETE,
+            "/api/dns/records/{id}",
+            Access::Tenant(Role::Admin),
+            dns_records::delete,
         )
 }
 

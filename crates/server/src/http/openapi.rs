@@ -6,7 +6,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use watchgrid_wire as wire;
 
-use super::{agent, api_tokens, audit_log, devices, ops, session, tenants, users};
+use super::{agent, api_tokens, audit_log, devices, dns_records, ops, session, tenants, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +28,8 @@ use super::{agent, api_tokens, audit_log, devices, ops, session, tenants, users}
         devices::list, devices::create_plain, devices::get, devices::update, devices::delete,
         devices::wireguard_config, devices::list_onboarding, devices::create_onboarding,
         devices::revoke_onboarding,
+        dns_records::list, dns_records::create, dns_records::get, dns_records::update,
+        dns_records::delete,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,
@@ -39,6 +41,8 @@ use super::{agent, api_tokens, audit_log, devices, ops, session, tenants, users}
         wire::CreatePlainDevice, wire::CreatedPlainDevice, wire::OnboardingToken,
         wire::CreateOnboardingToken, wire::CreatedOnboardingToken, wire::RegisterRequest,
         wire::RegisterResponse, wire::ServerInfo, wire::Heartbeat, wire::HeartbeatAck,
+        wire::DnsRecord, wire::DnsRecordType, wire::CreateDnsRecord, wire::UpdateDnsRecord,
+        wire::DnsSettings,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -49,6 +53,7 @@ use super::{agent, api_tokens, audit_log, devices, ops, session, tenants, users}
         (name = "tokens", description = "API tokens of the request's tenant"),
         (name = "audit", description = "The audit log"),
         (name = "devices", description = "Devices and onboarding tokens of the request's tenant"),
+        (name = "dns", description = "Magic DNS custom records of the request's tenant"),
         (name = "agent", description = "The agent protocol: registration (public), heartbeats (agent API on the overlay address)"),
     )
 )]

@@ -47,7 +47,7 @@ pub async fn create(
         Some(body.slug.clone()),
         async |tx| {
             let mut problems = Vec::new();
-            if let Err(reason) = validate::slug(&body.slug) {
+            if let Err(reason) = validate::tenant_slug(&body.slug) {
                 problems.push(FieldError::new("slug", reason));
             }
             if let Err(reason) = validate::display_name(&body.name) {
@@ -73,6 +73,7 @@ pub async fn create(
         },
     )
     .await?;
+    state.fleet.dns.tenant_added(tenant.id, &tenant.slug);
     Ok((StatusCode::CREATED, Json(convert::tenant(&tenant))))
 }
 
@@ -119,7 +120,7 @@ pub async fn delete(
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
     let ctx = AuditContext::new(&principal, scope.as_ref(), client);
-    audited(
+    let id = audited(
         &state.db,
         &ctx,
         "tenant.delete",
@@ -135,9 +136,10 @@ pub async fn delete(
                 ));
             }
             tenants::delete_tenant(&mut *tx, row.id).await?;
-            Ok(Outcome::new((), &row.slug, json!({"id": row.id})))
+            Ok(Outcome::new(row.id, &row.slug, json!({"id": row.id})))
         },
     )
     .await?;
+    state.fleet.dns.tenant_removed(id);
     Ok(StatusCode::NO_CONTENT)
 }

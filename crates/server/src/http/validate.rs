@@ -20,6 +20,19 @@ pub fn slug(value: &str) -> Result<(), String> {
     }
 }
 
+/// Tenant slugs: a [`slug`] that is not one of the Magic DNS zone's own names
+/// ([`crate::dns::RESERVED_TENANT_SLUGS`]), since the slug becomes `<slug>.<domain>`.
+pub fn tenant_slug(value: &str) -> Result<(), String> {
+    slug(value)?;
+    if crate::dns::RESERVED_TENANT_SLUGS.contains(&value) {
+        return Err(format!(
+            "{value:?} is reserved: <slug>.<Magic DNS domain> would collide with the DNS zone's own \
+             name {value}.<domain>; choose another slug"
+        ));
+    }
+    Ok(())
+}
+
 /// Usernames: 1–64 of letters, digits, `.`, `_`, `-`, `@`, starting with a letter or digit.
 /// Stored lower-case.
 pub fn username(value: &str) -> Result<(), String> {
@@ -63,6 +76,10 @@ mod tests {
     #[test]
     fn rules() {
         assert!(slug("acme-01").is_ok());
+        assert!(tenant_slug("acme-01").is_ok());
+        assert!(tenant_slug("ns").unwrap_err().contains("reserved"));
+        assert!(tenant_slug("hostmaster").is_err());
+        assert!(tenant_slug("Acme").is_err());
         for bad in ["", "-a", "a-", "Acme", "a_b", &"a".repeat(64)] {
             assert!(slug(bad).is_err(), "{bad}");
         }

@@ -1,0 +1,514 @@
+//! Magic DNS wired into the server, in process, on SQLite and PostgreSQL, queried with the real
+//! `dig`. The overlay is `127.0.0.0/8` here, so the server is `127.0.0.1` and enrolled devices
+//! get `127.0.0.2`, `127.0.0.3`, ...: `dig -b <device address>` asks as that device, with no
+//! network namespace needed. Covers names from registration, rename and delete; tenant
+//! isolation; the custom-record API (validation naming the field, audit, answers at once,
+//! update, delete, viewers read-only); loading at start-up; reserved tenant slugs; the `dns`
+//! health check and the query counters.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use common::TestApp;
+use serde_json::{json, Value};
+use watchgrid_testkit::{backend_tests, TestBackend};
+
+backend_tests!(
+    names_records_and_isolation_over_real_dns,
+    listener_failure_is_reported_by_health
+);
+
+fn free_port() -> u16 {
+    common::free_port()
+}
+
+/// `dig` as the device at `from`: the status and the answer section's data.
+async fn dig(port: u16, from: &str, name: &str, qtype: &str, tcp: bool) -> (String, Vec<String>) {
+    let run = |extra: &'static str| {
+        let mut cmd = tokio::process::Command::new("dig");
+        cmd.args(["@127.0.0.1", "-p", &port.to_string(), "-b", from])
+            .args(["+time=2", "+tries=1", name, qtype, extra]);
+        if tcp {
+            cmd.arg("+tcp");
+        }
+        cmd.output()
+    };
+    let full = run("+comments").await.expect("dig runs (bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&full.stdout).into_owned();
+    let status = text
+        .split("status: ")
+        .nth(1)
+        .and_then(|s| s.split(',').next())
+        .unwrap_or("no answer")
+        .to_owned();
+    let short = run("+short").await.unwrap();
+    let answers = String::from_utf8_lossy(&short.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (status, answers)
+}
+
+async fn onboarding_token(app: &TestApp, token: &str, tenant: &str) -> String {
+    let reply = app
+        .call("POST", "/api/onboarding-tokens")
+        .token(token)
+        .tenant(tenant)
+        .json(json!({"max_uses": 10}))
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.json()["secret"].as_str().unwrap().to_owned()
+}
+
+/// Enroll a device; returns (id, overlay address, name).
+async fn enroll(app: &TestApp, secret: &str, hostname: &str) -> (String, String, String) {
+    let key = watchgrid_wireguard::key::PrivateKey::generate()
+        .public_key()
+        .to_string();
+    let reply = app
+        .call("POST", "/api/agent/register")
+        .json(json!({"token": secret, "hostname": hostname, "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key}))
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let body = reply.json();
+    let ip = body["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (
+        body["device_id"].as_str().unwrap().to_owned(),
+        ip,
+        body["device_name"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn field_errors(reply: &common::Reply) -> Vec<String> {
+    reply.json()["error"]["fields"]
+        .as_array()
+        .map(|fields| {
+            fields
+                .iter()
+                .map(|f| f["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let app = TestApp::with_config(
+        backend,
+        &[
+            ("WATCHGRID_OVERLAY_CIDR", "127.0.0.0/8"),
+            ("WATCHGRID_AGENT_LISTEN", "127.0.0.1:1"),
+            ("WATCHGRID_DNS_LISTEN", &listen),
+        ],
+    )
+    .await;
+    let root = app.admin_token().await;
+    let created = app
+        .call("POST", "/api/tenants")
+        .token(&root)
+        .json(json!({"slug": "globex", "name": "Globex"}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let reserved = app
+        .call("POST", "/api/tenants")
+        .token(&root)
+        .json(json!({"slug": "ns", "name": "Name server"}))
+        .send()
+        .await;
+    assert_eq!(reserved.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(field_errors(&reserved), ["slug"], "{}", reserved.body);
+    assert!(reserved.body.contains("reserved"), "{}", reserved.body);
+
+    let default_secret = onboarding_token(&app, &root, "default").await;
+    let (_, web_ip, web) = enroll(&app, &default_secret, "web.example.com").await;
+    let (db_id, db_ip, db) = enroll(&app, &default_secret, "db").await;
+    let globex_secret = onboarding_token(&app, &root, "globex").await;
+    let (_, globex_ip, globex_web) = enroll(&app, &globex_secret, "web").await;
+    assert_eq!(
+        (web.as_str(), db.as_str(), globex_web.as_str()),
+        ("web", "db", "web")
+    );
+
+    // The listener starts the way `start_fleet` starts it.
+    tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.get("/healthz").await.json()["checks"]["dns"] != "ok" {
+        assert!(Instant::now() < deadline, "dns never became healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let d = "watchgrid.internal";
+    for tcp in [false, true] {
+        assert_eq!(
+            dig(port, &web_ip, &format!("web.default.{d}"), "A", tcp).await,
+            ("NOERROR".to_owned(), vec![web_ip.clone()]),
+            "own name, tcp={tcp}"
+        );
+        assert_eq!(
+            dig(port, &web_ip, &format!("db.default.{d}"), "A", tcp).await,
+            ("NOERROR".to_owned(), vec![db_ip.clone()]),
+            "sibling, tcp={tcp}"
+        );
+    }
+    // Another tenant's names do not exist, for either side.
+    assert_eq!(
+        dig(port, &web_ip, &format!("web.globex.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        dig(port, &globex_ip, &format!("db.default.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        dig(port, &globex_ip, &format!("web.globex.{d}"), "A", false)
+            .await
+            .1,
+        vec![globex_ip.clone()]
+    );
+    // PTR for a sibling; none for another tenant's address.
+    let reverse = |ip: &str| {
+        let mut octets: Vec<&str> = ip.split('.').collect();
+        octets.reverse();
+        format!("{}.in-addr.arpa", octets.join("."))
+    };
+    assert_eq!(
+        dig(port, &web_ip, &reverse(&db_ip), "PTR", false).await.1,
+        [format!("db.default.{d}.")]
+    );
+    assert_eq!(
+        dig(port, &web_ip, &reverse(&globex_ip), "PTR", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    // Not a device: refused. No upstreams: outside names refused.
+    assert_eq!(
+        dig(port, "127.0.0.1", &format!("web.default.{d}"), "A", false)
+            .await
+            .0,
+        "REFUSED"
+    );
+    assert_eq!(
+        dig(port, &web_ip, "example.com", "A", false).await.0,
+        "REFUSED"
+    );
+
+    // Custom records: validation names the field.
+    for (body, field) in [
+        (
+            json!({"name": "bad name", "type": "A", "value": "192.0.2.1"}),
+            "name",
+        ),
+        (
+            json!({"name": "x", "type": "A", "value": "192.0.2.1", "ttl": 0}),
+            "ttl",
+        ),
+        (
+            json!({"name": "x", "type": "A", "value": "192.0.2.1", "ttl": 86401}),
+            "ttl",
+        ),
+        (
+            json!({"name": "x", "type": "A", "value": "not-an-address"}),
+            "value",
+        ),
+        (
+            json!({"name": "x", "type": "CNAME", "value": "example.com."}),
+            "value",
+        ),
+        (
+            json!({"name": "x", "type": "CNAME", "value": "web.globex.watchgrid.internal."}),
+            "value",
+        ),
+        (
+            json!({"name": "db", "type": "CNAME", "value": "web"}),
+            "type",
+        ),
+    ] {
+        let reply = app
+            .call("POST", "/api/dns/records")
+            .token(&root)
+            .json(body.clone())
+            .send()
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            reply.body
+        );
+        assert_eq!(field_errors(&reply), [field], "{body}: {}", reply.body);
+    }
+    let txt = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .json(json!({"name": "api", "type": "TXT", "value": "v=1"}))
+        .send()
+        .await;
+    assert_eq!(txt.status, StatusCode::CREATED, "{}", txt.body);
+    let beside = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .json(json!({"name": "api", "type": "CNAME", "value": "web"}))
+        .send()
+        .await;
+    assert_eq!(
+        field_errors(&beside),
+        ["type"],
+        "CNAME beside a TXT: {}",
+        beside.body
+    );
+
+    // Created → answered at once (the next query, no waiting).
+    let created = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .json(json!({"name": "www", "type": "CNAME", "value": "web", "ttl": 60}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let record: Value = created.json();
+    assert_eq!(record["fqdn"], format!("www.default.{d}."));
+    assert_eq!(record["value"], format!("web.default.{d}."));
+    assert_eq!(
+        dig(port, &db_ip, &format!("www.default.{d}"), "A", false).await,
+        (
+            "NOERROR".to_owned(),
+            vec![format!("web.default.{d}."), web_ip.clone()]
+        )
+    );
+    // A device cannot be renamed onto a CNAME.
+    let onto = app
+        .call("PATCH", format!("/api/devices/{db_id}"))
+        .token(&root)
+        .json(json!({"name": "www"}))
+        .send()
+        .await;
+    assert_eq!(field_errors(&onto), ["name"], "{}", onto.body);
+    // Viewers read, only admins write.
+    let list = app
+        .call("GET", "/api/dns/records?type=CNAME")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(list["items"].as_array().unwrap().len(), 1);
+    assert_eq!(list["items"][0]["name"], "www");
+    let id = record["id"].as_str().unwrap();
+    let updated = app
+        .call("PATCH", format!("/api/dns/records/{id}"))
+        .token(&root)
+        .json(json!({"value": "db"}))
+        .send()
+        .await;
+    assert_eq!(updated.status, StatusCode::OK, "{}", updated.body);
+    assert_eq!(
+        dig(port, &web_ip, &format!("www.default.{d}"), "A", true)
+            .await
+            .1,
+        [format!("db.default.{d}."), db_ip.clone()]
+    );
+    // The other tenant does not see it.
+    assert_eq!(
+        dig(port, &globex_ip, &format!("www.default.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    let deleted = app
+        .call("DELETE", format!("/api/dns/records/{id}"))
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        dig(port, &web_ip, &format!("www.default.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+
+    // Audited.
+    let audit = app
+        .call("GET", "/api/audit?limit=200")
+        .token(&root)
+        .send()
+        .await;
+    for action in [
+        "dns_record.create",
+        "dns_record.update",
+        "dns_record.delete",
+    ] {
+        assert!(
+            audit.body.contains(action),
+            "{action} audited: {}",
+            audit.body
+        );
+    }
+
+    // Rename moves the name, delete removes it (and its PTR).
+    let renamed = app
+        .call("PATCH", format!("/api/devices/{db_id}"))
+        .token(&root)
+        .json(json!({"name": "database"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    assert_eq!(
+        dig(port, &web_ip, &format!("db.default.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    assert_eq!(
+        dig(port, &web_ip, &format!("database.default.{d}"), "A", false)
+            .await
+            .1,
+        vec![db_ip.clone()]
+    );
+    assert_eq!(
+        dig(port, &web_ip, &reverse(&db_ip), "PTR", false).await.1,
+        [format!("database.default.{d}.")]
+    );
+    let gone = app
+        .call("DELETE", format!("/api/devices/{db_id}"))
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(gone.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        dig(port, &web_ip, &format!("database.default.{d}"), "A", false)
+            .await
+            .0,
+        "NXDOMAIN"
+    );
+    // A deleted device's address no longer asks as a device.
+    assert_eq!(
+        dig(port, &db_ip, &format!("web.default.{d}"), "A", false)
+            .await
+            .0,
+        "REFUSED"
+    );
+
+    // Counters by response code.
+    let metrics = app.get("/metrics").await.body;
+    for series in [
+        "watchgrid_dns_queries_total{rcode=\"noerror\"}",
+        "watchgrid_dns_queries_total{rcode=\"nxdomain\"}",
+        "watchgrid_dns_queries_total{rcode=\"refused\"}",
+        "watchgrid_dns_forwarded_total",
+    ] {
+        assert!(metrics.contains(series), "{series} in {metrics}");
+    }
+    let noerror: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("watchgrid_dns_queries_total{rcode=\"noerror\"} "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(noerror >= 10, "{noerror}");
+
+    // A restarted server loads tenants, devices and records before it is ready.
+    let kept = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .json(json!({"name": "_http._tcp.web", "type": "SRV", "value": "10 5 8080 web"}))
+        .send()
+        .await;
+    assert_eq!(kept.status, StatusCode::CREATED, "{}", kept.body);
+    let port2 = free_port();
+    let listen2 = format!("127.0.0.1:{port2}");
+    let restarted = common::state_for(
+        &app.db,
+        &[
+            ("WATCHGRID_OVERLAY_CIDR", "127.0.0.0/8"),
+            ("WATCHGRID_AGENT_LISTEN", "127.0.0.1:1"),
+            ("WATCHGRID_DNS_LISTEN", &listen2),
+        ],
+    )
+    .await;
+    assert!(watchgrid_server::serve::prepare_database(&restarted, restarted.db.migrator()).await);
+    tokio::spawn(watchgrid_server::dns::serve(restarted.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while restarted.fleet.dns.check().is_err() {
+        assert!(Instant::now() < deadline, "restarted dns never listened");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        dig(port2, &web_ip, &format!("web.default.{d}"), "A", false)
+            .await
+            .1,
+        vec![web_ip.clone()]
+    );
+    assert_eq!(
+        dig(
+            port2,
+            &web_ip,
+            &format!("_http._tcp.web.default.{d}"),
+            "SRV",
+            false
+        )
+        .await
+        .1,
+        [format!("10 5 8080 web.default.{d}.")]
+    );
+    assert_eq!(
+        dig(port2, &globex_ip, &format!("web.globex.{d}"), "A", false)
+            .await
+            .1,
+        vec![globex_ip.clone()]
+    );
+}
+
+/// A listener that cannot bind keeps the server running; the `dns` health check names the
+/// reason.
+async fn listener_failure_is_reported_by_health(backend: TestBackend) {
+    // 192.0.2.1 (TEST-NET-1) is not an address of this host.
+    let app = TestApp::with_config(backend, &[("WATCHGRID_DNS_LISTEN", "192.0.2.1:53")]).await;
+    tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let health = app.get("/healthz").await;
+        let check = health.json()["checks"]["dns"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if check.contains("cannot listen on 192.0.2.1:53") {
+            assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+            assert!(check.starts_with("error: "), "{check}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dns check never reported the failure: {check}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The API still answers.
+    assert_eq!(app.get("/api/version").await.status, StatusCode::OK);
+    // Without an explicit listener and without a WireGuard interface there is no dns check.
+    let quiet = TestApp::new(TestBackend::Sqlite).await;
+    assert!(quiet.get("/healthz").await.json()["checks"]
+        .get("dns")
+        .is_none());
+}
