@@ -271,6 +271,45 @@ pub fn hours(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A Magic DNS record name relative to the tenant's zone (`www`, `_http._tcp.api`): labels of
+/// lower-case letters, digits, `-` and `_`, joined by dots. Upper case is folded, as the server
+/// does.
+pub fn record_name(text: &str) -> Result<String, String> {
+    let lower = text.to_ascii_lowercase();
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    if lower.len() <= 190 && lower.split('.').all(label_ok) {
+        Ok(lower)
+    } else {
+        Err(
+            "expected a record name relative to the tenant's zone, such as www or _http._tcp.api: \
+             labels of a-z, 0-9, '-' and '_' joined by '.'"
+                .to_string(),
+        )
+    }
+}
+
+/// A Magic DNS record type: A, AAAA, CNAME, TXT or SRV (any case).
+pub fn record_type(text: &str) -> Result<watchgrid_wire::DnsRecordType, String> {
+    text.parse()
+        .map_err(|_| "expected A, AAAA, CNAME, TXT or SRV".to_string())
+}
+
+/// A record TTL in seconds: 1 to 86400.
+pub fn ttl(text: &str) -> Result<u32, String> {
+    match text.parse::<u32>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err("expected a number of seconds from 1 to 86400".to_string()),
+    }
+}
+
 /// `a`, `a or b`, `a, b or c`.
 pub fn or_list(items: &[&str]) -> String {
     match items {

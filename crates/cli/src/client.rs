@@ -10,10 +10,11 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use watchgrid_clientkit::http::{client, transport_reason, ClientOptions, ErrorAnswer};
 use watchgrid_wire::{
-    ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateOnboardingToken, CreatePlainDevice,
-    CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken, CreatedPlainDevice, Device,
-    DeviceStatus, LoginRequest, LoginResponse, OnboardingToken, Page, RefreshRequest, Tenant,
-    UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
+    ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateDnsRecord, CreateOnboardingToken,
+    CreatePlainDevice, CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken,
+    CreatedPlainDevice, Device, DeviceStatus, DnsRecord, DnsRecordType, LoginRequest,
+    LoginResponse, OnboardingToken, Page, RefreshRequest, Tenant, UpdateDevice, UpdateTenant,
+    UpdateUser, User, VersionInfo, Whoami,
 };
 
 use crate::args::ServerUrl;
@@ -132,6 +133,30 @@ impl DeviceQuery {
         add("tag", self.tag.clone());
         add("name", self.name.clone());
         pairs
+    }
+}
+
+/// `GET /api/dns/records`'s query.
+#[derive(Debug, Clone, Default)]
+pub struct DnsRecordQuery {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+    /// Records at exactly this name.
+    pub name: Option<String>,
+    pub record_type: Option<DnsRecordType>,
+}
+
+impl DnsRecordQuery {
+    pub fn pairs(&self) -> Vec<(&'static str, String)> {
+        [
+            ("limit", self.limit.map(|n| n.to_string())),
+            ("cursor", self.cursor.clone()),
+            ("name", self.name.clone()),
+            ("type", self.record_type.map(|t| t.as_str().to_string())),
+        ]
+        .into_iter()
+        .filter_map(|(key, value)| Some((key, value?)))
+        .collect()
     }
 }
 
@@ -374,6 +399,25 @@ impl ApiClient {
 
     pub async fn revoke_onboarding_token(&mut self, id: &str) -> Result<(), CliError> {
         self.delete(&["api", "onboarding-tokens", id]).await
+    }
+
+    pub async fn dns_records(
+        &mut self,
+        query: &DnsRecordQuery,
+    ) -> Result<Page<DnsRecord>, CliError> {
+        self.get(&["api", "dns", "records"], &query.pairs()).await
+    }
+
+    pub async fn create_dns_record(
+        &mut self,
+        request: &CreateDnsRecord,
+    ) -> Result<DnsRecord, CliError> {
+        self.send_json(Method::POST, &["api", "dns", "records"], request)
+            .await
+    }
+
+    pub async fn delete_dns_record(&mut self, id: &str) -> Result<(), CliError> {
+        self.delete(&["api", "dns", "records", id]).await
     }
 
     // --- plumbing -------------------------------------------------------------------------

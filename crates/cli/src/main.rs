@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 use watchgrid_clientkit::text::one_line;
-use watchgrid_wire::{DeviceStatus, Role};
+use watchgrid_wire::{DeviceStatus, DnsRecordType, Role};
 
 use crate::args::{ServerUrl, TagList};
 use crate::error::{CliError, EXIT_FAILURE, EXIT_OK, EXIT_USAGE};
@@ -89,6 +89,9 @@ pub enum Command {
     /// Manage the devices of the current tenant
     #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
     Devices(DevicesCommand),
+    /// Magic DNS: the tenant's custom records (device names need no setup)
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Dns(DnsCommand),
     /// Read the audit log, newest first
     Audit(AuditArgs),
     /// Show the versions of this client and of the server
@@ -233,6 +236,44 @@ pub enum OnboardingCommand {
     },
     /// Revoke an onboarding token: no device can enroll with it any more
     Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsCommand {
+    /// Custom records under <name>.<tenant>.<domain>: A, AAAA, CNAME, TXT and SRV
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    Records(DnsRecordsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DnsRecordsCommand {
+    /// List the tenant's custom records, by name
+    List {
+        /// Only records at exactly this name
+        #[arg(long, value_name = "NAME", value_parser = args::record_name)]
+        name: Option<String>,
+        /// Only records of this type (A, AAAA, CNAME, TXT, SRV)
+        #[arg(long = "type", value_name = "TYPE", value_parser = args::record_type)]
+        record_type: Option<DnsRecordType>,
+    },
+    /// Add a record; Magic DNS answers it at once
+    Add {
+        /// Relative to the tenant's zone: www, _http._tcp.api
+        #[arg(value_parser = args::record_name)]
+        name: String,
+        /// A, AAAA, CNAME, TXT or SRV
+        #[arg(value_name = "TYPE", value_parser = args::record_type)]
+        record_type: DnsRecordType,
+        /// An address, a target (web, or web.<tenant>.<domain>.), the TXT text, or for SRV
+        /// "priority weight port target"
+        value: String,
+        /// Seconds (1-86400) [default: the server's, 300]
+        #[arg(long, value_name = "SECONDS", value_parser = args::ttl)]
+        ttl: Option<u32>,
+    },
+    /// Delete a record by id (see dns records list); Magic DNS stops answering it at once
+    #[command(alias = "delete")]
+    Rm { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -579,3 +579,135 @@ fn devices_end_to_end() {
         format!("watchgrid: onboarding token {id} not found in the current tenant")
     );
 }
+
+#[test]
+fn dns_records_end_to_end() {
+    let server = start_server();
+    let cli = Cli::new();
+    login(&cli, &server.url);
+
+    let added = cli.ok(
+        &[
+            "dns", "records", "add", "www", "cname", "web", "--ttl", "60",
+        ],
+        "",
+    );
+    assert!(
+        added.contains(
+            "www.default.watchgrid.internal. CNAME web.default.watchgrid.internal. (TTL 60"
+        ),
+        "{added}"
+    );
+    cli.ok(&["dns", "records", "add", "api", "A", "192.0.2.10"], "");
+    cli.ok(
+        &[
+            "dns",
+            "records",
+            "add",
+            "_http._tcp.api",
+            "SRV",
+            "10 5 8080 api",
+        ],
+        "",
+    );
+
+    let table = cli.ok(&["dns", "records", "list"], "");
+    let names: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(names, ["_http._tcp.api", "api", "www"], "{table}");
+    let srv = record_row(&table, "_http._tcp.api").unwrap();
+    assert!(
+        srv.contains("10 5 8080 api.default.watchgrid.internal."),
+        "{srv}"
+    );
+
+    let only_a = cli.ok(&["--json", "dns", "records", "list", "--type", "a"], "");
+    let only_a: serde_json::Value = serde_json::from_str(&only_a).unwrap();
+    assert_eq!(only_a.as_array().unwrap().len(), 1);
+    assert_eq!(only_a[0]["value"], "192.0.2.10");
+    assert_eq!(only_a[0]["ttl"], 300);
+
+    // The server's validation, in one line naming the field.
+    let outside = cli.run(
+        &[
+            "dns",
+            "records",
+            "add",
+            "mail",
+            "CNAME",
+            "mail.example.com.",
+        ],
+        "",
+        &[],
+    );
+    assert_eq!(outside.status.code(), Some(1));
+    let line = error_line(&outside);
+    assert!(line.contains("value") && line.contains("outside"), "{line}");
+    let beside = cli.run(&["dns", "records", "add", "www", "TXT", "hello"], "", &[]);
+    assert_eq!(beside.status.code(), Some(1));
+    assert!(
+        error_line(&beside).contains("CNAME"),
+        "{}",
+        error_line(&beside)
+    );
+
+    // Bad arguments: exit 2, naming the argument, before any request.
+    for (args, arg) in [
+        (
+            vec!["dns", "records", "add", "a b", "A", "192.0.2.1"],
+            "'NAME'",
+        ),
+        (
+            vec!["dns", "records", "add", "x", "MX", "10 mail"],
+            "'TYPE'",
+        ),
+        (
+            vec!["dns", "records", "add", "x", "A", "192.0.2.1", "--ttl", "0"],
+            "--ttl",
+        ),
+    ] {
+        let out = cli.run(&args, "", &[]);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let line = error_line(&out);
+        assert!(line.contains(arg), "{args:?}: {line}");
+    }
+
+    // rm by the id list shows; the record is gone; an unknown id is a clear error.
+    let id = record_row(&table, "www")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let removed = cli.ok(&["dns", "records", "rm", &id], "");
+    assert!(
+        removed.contains(&format!("Deleted DNS record {id}")),
+        "{removed}"
+    );
+    let table = cli.ok(&["dns", "records", "list"], "");
+    assert!(record_row(&table, "www").is_none(), "{table}");
+    let again = cli.run(&["dns", "records", "rm", &id], "", &[]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        error_line(&again).contains("not found"),
+        "{}",
+        error_line(&again)
+    );
+
+    // Audited.
+    let audit = cli.ok(&["audit"], "");
+    assert!(
+        audit.contains("dns_record.create") && audit.contains("dns_record.delete"),
+        "{audit}"
+    );
+}
+
+/// The line of a `dns records list` table whose NAME (second column) is `name`.
+fn record_row<'a>(table: &'a str, name: &str) -> Option<&'a str> {
+    table
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some(name))
+}

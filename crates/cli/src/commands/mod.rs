@@ -4,6 +4,7 @@
 mod audit;
 mod auth;
 mod devices;
+mod dns;
 mod onboarding;
 mod tenants;
 mod tokens;
@@ -54,6 +55,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Users(c) => users::run(&ctx, c).await,
         Command::Tokens(c) => tokens::run(&ctx, c).await,
         Command::Devices(c) => devices::run(&ctx, c).await,
+        Command::Dns(c) => dns::run(&ctx, c).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
         Command::Version => version::run(&ctx).await,
     }
