@@ -8,6 +8,7 @@ mod args;
 mod backoff;
 mod commands;
 mod config;
+mod dns;
 mod error;
 mod host;
 mod net;
@@ -53,6 +54,8 @@ enum Command {
     Run,
     /// Show the enrollment, the tunnel and the latest heartbeats
     Status(StatusArgs),
+    /// Stop the tunnel and undo split DNS (stops a running `run`; keeps the enrollment)
+    Down,
 }
 
 #[derive(Debug, Args)]
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
             }
             Command::Run => commands::run::run(&config).await,
             Command::Status(args) => commands::status::status(&config, args.json).await,
+            Command::Down => commands::down::down(&config).await,
         }
     });
     match result {

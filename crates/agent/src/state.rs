@@ -48,6 +48,10 @@ pub struct Enrollment {
     pub heartbeat_interval_secs: u32,
     /// When `enroll` stored this (RFC 3339, UTC).
     pub enrolled_at: String,
+    /// Magic DNS for split DNS, as the server announced it at enrollment (heartbeats may
+    /// update it while `run` runs); absent from servers without DNS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<watchgrid_wire::DnsSettings>,
 }
 
 impl fmt::Debug for Enrollment {
@@ -68,6 +72,7 @@ impl fmt::Debug for Enrollment {
             .field("agent_api", &self.agent_api)
             .field("heartbeat_interval_secs", &self.heartbeat_interval_secs)
             .field("enrolled_at", &self.enrolled_at)
+            .field("dns", &self.dns)
             .finish()
     }
 }
@@ -248,6 +253,7 @@ pub(crate) mod tests {
             agent_api: "http://100.64.0.1:8081".into(),
             heartbeat_interval_secs: 60,
             enrolled_at: "2025-01-31T09:00:00Z".into(),
+            dns: None,
         }
     }
 

@@ -185,3 +185,30 @@ fn the_token_may_come_from_the_environment() {
     assert_eq!(out.status.code(), Some(1));
     assert!(one_error_line(&out).contains("cannot reach"));
 }
+
+#[test]
+fn down_without_a_running_agent_cleans_up_and_marks_the_status_stopped() {
+    let state = tempfile::tempdir().unwrap();
+    // A status.json left by a run that died: "running", with a pid that is not an agent.
+    std::fs::write(
+        state.path().join("status.json"),
+        r#"{"phase":"running","pid":1,"started_at":"2025-01-31T09:00:00Z","updated_at":"2025-01-31T09:00:00Z","consecutive_failures":0,"heartbeat_interval_secs":30,"next_attempt_at":"2025-01-31T09:00:30Z"}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchgrid-agent"))
+        .args(["--interface", "wgdowntest0", "down"])
+        .env("WATCHGRID_AGENT_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "no watchgrid-agent run was running; split DNS removed"
+    );
+    let status: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(state.path().join("status.json")).unwrap())
+            .unwrap();
+    assert_eq!(status["phase"], "stopped");
+    assert!(status.get("next_attempt_at").is_none());
+}

@@ -74,6 +74,7 @@ fn answer(stub: &Stub) -> RegisterResponse {
         agent_api: "http://100.64.0.1:8081".into(),
         credential: "wgd_secret".into(),
         heartbeat_interval_secs: 30,
+        dns: None,
     }
 }
 
@@ -108,6 +109,7 @@ async fn heartbeat(
         Json(HeartbeatAck {
             heartbeat_interval_secs: 30,
             server_time: "2025-01-31T09:00:00Z".into(),
+            dns: None,
         })
         .into_response()
     })

@@ -148,6 +148,7 @@ pub fn enrollment_from(
         agent_api: answer.agent_api.trim_end_matches('/').to_string(),
         heartbeat_interval_secs: answer.heartbeat_interval_secs,
         enrolled_at,
+        dns: answer.dns,
     })
 }
 
@@ -173,6 +174,7 @@ mod tests {
             agent_api: "http://100.64.0.1:8081/".into(),
             credential: "wgd_secret".into(),
             heartbeat_interval_secs: 60,
+            dns: None,
         }
     }
 

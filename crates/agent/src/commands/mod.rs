@@ -1,5 +1,6 @@
-//! The subcommands: `enroll`, `run` and `status`, one module each.
+//! The subcommands: `enroll`, `run`, `status` and `down`, one module each.
 
+pub mod down;
 pub mod enroll;
 pub mod run;
 pub mod status;

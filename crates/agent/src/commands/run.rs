@@ -22,6 +22,7 @@ use crate::api::{AgentApiClient, PublicClient};
 use crate::args;
 use crate::backoff::{self, Outcome};
 use crate::config::Config;
+use crate::dns::{self, Resolver, SplitDns};
 use crate::error::AgentError;
 use crate::host::{self, HostFacts, AGENT_VERSION};
 use crate::net;
@@ -75,6 +76,7 @@ pub async fn run(config: &Config) -> Result<(), AgentError> {
     );
 
     let mut heartbeats = Heartbeats::new(&enrollment, &store, public, api, tunnel, endpoint, rng);
+    heartbeats.split_dns(enrollment.dns.as_ref()).await;
     let result = heartbeats.run(&mut signals).await;
     let phase = match &result {
         Err(AgentError::KeyChanged { .. }) => Phase::KeyChanged,
@@ -175,6 +177,10 @@ struct Heartbeats<'a> {
     /// Heartbeats in a row that got no answer at all.
     unanswered: u32,
     status: StatusFile<'a>,
+    /// The resolver split DNS goes through, detected once the tunnel is up.
+    resolver: Option<Resolver>,
+    /// The split DNS settings applied (or attempted) last.
+    dns: Option<SplitDns>,
 }
 
 /// `status.json` and what goes in it.
@@ -220,6 +226,8 @@ impl<'a> Heartbeats<'a> {
             interval: backoff::server_interval(enrollment.heartbeat_interval_secs),
             failures: 0,
             unanswered: 0,
+            resolver: None,
+            dns: None,
             status: StatusFile {
                 store,
                 write_failed: false,
@@ -238,6 +246,27 @@ impl<'a> Heartbeats<'a> {
                 },
             },
         }
+    }
+
+    /// Point the device's resolver at Magic DNS for the Watchgrid domain, when the server
+    /// announces it and it differs from what is applied.
+    async fn split_dns(&mut self, settings: Option<&watchgrid_wire::DnsSettings>) {
+        let Some(settings) = settings else {
+            return;
+        };
+        let split = match SplitDns::from_wire(settings) {
+            Ok(split) => split,
+            Err(reason) => {
+                warn!(error = %reason, "the server's DNS settings are unusable; split DNS not configured");
+                return;
+            }
+        };
+        if self.dns.as_ref() == Some(&split) {
+            return;
+        }
+        let resolver = self.resolver.get_or_insert_with(dns::detect_host);
+        dns::configure(resolver, self.tunnel.interface(), &split).await;
+        self.dns = Some(split);
     }
 
     /// Heartbeat until a signal (`Ok`) or a changed server key (`Err(KeyChanged)`).
@@ -289,6 +318,7 @@ impl<'a> Heartbeats<'a> {
                 self.status.status.last_success_at = self.status.status.last_attempt_at.clone();
                 self.status.status.consecutive_failures = 0;
                 self.status.status.last_error = None;
+                self.split_dns(ack.dns.as_ref()).await;
                 Ok(backoff::next_delay(
                     Outcome::Success {
                         interval: self.interval,
@@ -417,9 +447,17 @@ impl<'a> Heartbeats<'a> {
     /// Tear the tunnel down and record the end of the run in status.json.
     async fn finish(self, phase: Phase) {
         let Heartbeats {
-            tunnel, mut status, ..
+            tunnel,
+            mut status,
+            resolver,
+            ..
         } = self;
         let interface = tunnel.interface().to_string();
+        if let Some(resolver) = &resolver {
+            if let Err(reason) = dns::revert(resolver, &interface).await {
+                warn!(error = %reason, "cannot remove the split DNS settings");
+            }
+        }
         tunnel.close().await;
         info!(interface = %interface, "tunnel down");
         status.status.phase = phase;

@@ -1,0 +1,123 @@
+//! `watchgrid-agent down`: stop this device's tunnel and undo what `run` set up, whether `run`
+//! is still running or died without cleaning up. It stops a running `run` (SIGTERM; it then
+//! tears its interface down and removes split DNS itself), removes the split DNS settings of
+//! the interface, deletes an interface left behind, and records `stopped` in status.json.
+//! The enrollment is kept: `run` brings everything back. Under systemd, stop the unit first
+//! (`systemctl stop watchgrid-agent`), or it restarts `run`.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tracing::info;
+
+use crate::config::Config;
+use crate::dns;
+use crate::error::AgentError;
+use crate::state::{Phase, StateDir};
+
+/// How long `run` gets to stop after SIGTERM.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// What `down` did, for the summary line.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct DownReport {
+    pub stopped_pid: Option<u32>,
+    pub interface_removed: bool,
+}
+
+pub async fn down(config: &Config) -> Result<(), AgentError> {
+    let report = down_in(config, Path::new("/proc"), Path::new("/sys/class/net")).await?;
+    let mut parts = Vec::new();
+    match report.stopped_pid {
+        Some(pid) => parts.push(format!("stopped watchgrid-agent run (pid {pid})")),
+        None => parts.push("no watchgrid-agent run was running".to_string()),
+    }
+    if report.interface_removed {
+        parts.push(format!("removed the interface {}", config.interface));
+    }
+    parts.push("split DNS removed".to_string());
+    println!("{}", parts.join("; "));
+    Ok(())
+}
+
+/// [`down`] with `/proc` and `/sys/class/net` given, so tests can use a stand-in tree.
+pub async fn down_in(
+    config: &Config,
+    proc_root: &Path,
+    net_root: &Path,
+) -> Result<DownReport, AgentError> {
+    let store = StateDir::new(&config.state_dir);
+    let mut report = DownReport::default();
+    let status = store.load_status()?;
+    if let Some(status) = status.as_ref().filter(|s| s.phase == Phase::Running) {
+        if is_agent(proc_root, status.pid) {
+            stop(proc_root, status.pid).await?;
+            report.stopped_pid = Some(status.pid);
+        }
+    }
+    let resolver = dns::detect_host();
+    dns::revert(&resolver, &config.interface)
+        .await
+        .map_err(|reason| AgentError::Failed(format!("cannot remove split DNS: {reason}")))?;
+    if net_root.join(&config.interface).exists() {
+        delete_link(&config.interface).await?;
+        report.interface_removed = true;
+    }
+    if let Some(mut status) = status {
+        if status.phase == Phase::Running {
+            status.phase = Phase::Stopped;
+            status.next_attempt_at = None;
+            status.updated_at =
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            store.save_status(&status)?;
+        }
+    }
+    info!(?report, "down");
+    Ok(report)
+}
+
+/// Whether `pid` is a live `watchgrid-agent` (not a recycled pid of another program).
+fn is_agent(proc_root: &Path, pid: u32) -> bool {
+    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
+        .is_ok_and(|comm| comm.trim_end() == "watchgrid-agent")
+}
+
+async fn stop(proc_root: &Path, pid: u32) -> Result<(), AgentError> {
+    let status = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await
+        .map_err(|e| AgentError::Failed(format!("cannot run kill: {e}")))?;
+    if !status.success() {
+        return Err(AgentError::Failed(format!(
+            "cannot stop watchgrid-agent run (pid {pid}): kill failed"
+        )));
+    }
+    let deadline = Instant::now() + STOP_WAIT;
+    while is_agent(proc_root, pid) {
+        if Instant::now() > deadline {
+            return Err(AgentError::Failed(format!(
+                "watchgrid-agent run (pid {pid}) did not stop within {}s",
+                STOP_WAIT.as_secs()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+async fn delete_link(interface: &str) -> Result<(), AgentError> {
+    let output = tokio::process::Command::new("ip")
+        .args(["link", "delete", "dev", interface])
+        .output()
+        .await
+        .map_err(|e| AgentError::Failed(format!("cannot run ip: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(AgentError::Failed(format!(
+            "cannot delete the interface {interface}: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )))
+    }
+}
