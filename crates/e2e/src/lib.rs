@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
+pub mod fleet;
+
 /// A program built by `cargo build --workspace` (which `scripts/test.sh` runs first), found
 /// next to the test executable's `deps` directory.
 pub fn program(name: &str) -> PathBuf {
@@ -74,8 +76,32 @@ impl Api {
 
     /// One request; the status and the JSON body (`Null` when the body is not JSON).
     pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
+        self.request(None, method, path, body)
+    }
+
+    /// [`Api::call`] in tenant `tenant` (the `X-Watchgrid-Tenant` header).
+    pub fn call_in(
+        &self,
+        tenant: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
+        self.request(Some(tenant), method, path, body)
+    }
+
+    fn request(
+        &self,
+        tenant: Option<&str>,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value)> {
         let method: reqwest::Method = method.parse().context("method")?;
         let mut request = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(tenant) = tenant {
+            request = request.header("X-Watchgrid-Tenant", tenant);
+        }
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }

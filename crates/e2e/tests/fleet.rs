@@ -14,47 +14,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use watchgrid_e2e::{program, require_tool, wait_for, wait_for_or, Api};
+use watchgrid_e2e::fleet::{self, Agent, SocketCleanup, ADMIN_PASSWORD, SERVER_LAN};
+use watchgrid_e2e::{require_tool, wait_for, wait_for_or, Api};
 use watchgrid_testkit::netns::{require_root, unique_tag, Lan, NetNs, Process, RootLink};
-
-const ADMIN_PASSWORD: &str = "E2e-Admin-Pass-1";
-const SERVER_LAN: &str = "10.77.0.1";
 
 struct Server {
     process: Process,
 }
 
-/// Removes `/var/run/wireguard/<name>.sock` of each name on drop.
-struct SocketCleanup(Vec<String>);
-
-impl Drop for SocketCleanup {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = std::fs::remove_file(format!("/var/run/wireguard/{name}.sock"));
-        }
-    }
-}
-
 fn start_server(ns: &NetNs, data: &Path, interface: &str, log: &Path) -> Server {
-    let data_dir = data.to_str().unwrap();
-    let process = ns
-        .spawn(
-            &program("watchgrid-server"),
-            &[],
-            &[
-                ("WATCHGRID_DATA_DIR", data_dir),
-                ("WATCHGRID_LISTEN", "0.0.0.0:8080"),
-                ("ADMIN_PASSWORD", ADMIN_PASSWORD),
-                ("WATCHGRID_WG_INTERFACE", interface),
-                ("WATCHGRID_WG_BACKEND", "userspace"),
-                ("WATCHGRID_WG_ENDPOINT", &format!("{SERVER_LAN}:51820")),
-                ("WATCHGRID_HEARTBEAT_INTERVAL_SECS", "5"),
-                ("WATCHGRID_LOG_LEVEL", "info"),
-            ],
-            log,
-        )
-        .unwrap();
-    Server { process }
+    Server {
+        process: fleet::start_server(ns, data, interface, log, &[]),
+    }
 }
 
 fn healthy(api: &Api) -> Option<Value> {
@@ -72,65 +43,6 @@ fn device_status(api: &Api, id: &str) -> Option<String> {
 fn ping(ns: &NetNs, address: &str) -> bool {
     ns.exec(&["ping", "-c", "1", "-W", "1", address])
         .is_ok_and(|o| o.status.success())
-}
-
-struct Agent {
-    ns: NetNs,
-    state: tempfile::TempDir,
-    interface: String,
-    log: std::path::PathBuf,
-    process: Option<Process>,
-}
-
-impl Agent {
-    fn new(ns: NetNs, tag: &str, dir: &Path) -> Self {
-        Self {
-            ns,
-            state: tempfile::tempdir().unwrap(),
-            interface: format!("wga{tag}"),
-            log: dir.join(format!("agent-{tag}.log")),
-            process: None,
-        }
-    }
-
-    fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
-        let mut args = vec![
-            "--state-dir",
-            self.state.path().to_str().unwrap(),
-            "--interface",
-            &self.interface,
-        ];
-        args.extend_from_slice(rest);
-        args
-    }
-
-    fn enroll(&self, token: &str) -> Value {
-        let agent = program("watchgrid-agent");
-        let server = format!("http://{SERVER_LAN}:8080");
-        let mut command = vec![agent.to_str().unwrap()];
-        command.extend(self.args(&["enroll", "--server", &server, "--token", token]));
-        let out = self.ns.exec(&command).unwrap();
-        assert!(
-            out.status.success(),
-            "enroll failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let state = std::fs::read_to_string(self.state.path().join("state.json")).unwrap();
-        serde_json::from_str(&state).unwrap()
-    }
-
-    fn run(&mut self) {
-        let args = self.args(&["run"]);
-        self.process = Some(
-            self.ns
-                .spawn(&program("watchgrid-agent"), &args, &[], &self.log)
-                .unwrap(),
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
 }
 
 #[test]

@@ -31,29 +31,22 @@ fn free_port() -> u16 {
 
 /// `dig` as the device at `from`: the status and the answer section's data.
 async fn dig(port: u16, from: &str, name: &str, qtype: &str, tcp: bool) -> (String, Vec<String>) {
-    let run = |extra: &'static str| {
-        let mut cmd = tokio::process::Command::new("dig");
-        cmd.args(["@127.0.0.1", "-p", &port.to_string(), "-b", from])
-            .args(["+time=2", "+tries=1", name, qtype, extra]);
-        if tcp {
-            cmd.arg("+tcp");
-        }
-        cmd.output()
-    };
-    let full = run("+comments").await.expect("dig runs (bind9-dnsutils)");
-    let text = String::from_utf8_lossy(&full.stdout).into_owned();
-    let status = text
-        .split("status: ")
-        .nth(1)
-        .and_then(|s| s.split(',').next())
-        .unwrap_or("no answer")
-        .to_owned();
-    let short = run("+short").await.unwrap();
-    let answers = String::from_utf8_lossy(&short.stdout)
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    (status, answers)
+    let mut cmd = tokio::process::Command::new("dig");
+    cmd.args(["@127.0.0.1", "-p", &port.to_string(), "-b", from])
+        .args([
+            "+time=2",
+            "+tries=1",
+            "+noall",
+            "+comments",
+            "+answer",
+            name,
+            qtype,
+        ]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = cmd.output().await.expect("dig runs (bind9-dnsutils)");
+    watchgrid_testkit::dig::status_and_answers(&String::from_utf8_lossy(&out.stdout))
 }
 
 async fn onboarding_token(app: &TestApp, token: &str, tenant: &str) -> String {

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dig;
 pub mod netns;
 mod pg;
 mod test_db;

@@ -76,10 +76,18 @@ pub async fn down_in(
     Ok(report)
 }
 
-/// Whether `pid` is a live `watchgrid-agent` (not a recycled pid of another program).
+/// Whether `pid` is a live `watchgrid-agent` (not a recycled pid of another program, and not
+/// a zombie that exited and waits for its parent).
 fn is_agent(proc_root: &Path, pid: u32) -> bool {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("comm"))
-        .is_ok_and(|comm| comm.trim_end() == "watchgrid-agent")
+    let dir = proc_root.join(pid.to_string());
+    let named = std::fs::read_to_string(dir.join("comm"))
+        .is_ok_and(|comm| comm.trim_end() == "watchgrid-agent");
+    // `pid (comm) S ...`: the state follows the last `)`.
+    let zombie = std::fs::read_to_string(dir.join("stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X']))
+    });
+    named && !zombie
 }
 
 async fn stop(proc_root: &Path, pid: u32) -> Result<(), AgentError> {
@@ -119,5 +127,35 @@ async fn delete_link(interface: &str) -> Result<(), AgentError> {
             "cannot delete the interface {interface}: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "a test should fail loudly on any unexpected error"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn only_a_live_watchgrid_agent_is_stopped() {
+        let proc_root = tempfile::tempdir().unwrap();
+        let process = |pid: u32, comm: &str, state: char| {
+            let dir = proc_root.path().join(pid.to_string());
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("comm"), format!("{comm}\n")).unwrap();
+            std::fs::write(dir.join("stat"), format!("{pid} ({comm}) {state} 1 1 1")).unwrap();
+        };
+        process(10, "watchgrid-agent", 'S');
+        process(11, "watchgrid-agent", 'Z');
+        process(12, "sshd", 'S');
+        process(13, "odd) name", 'R');
+        assert!(is_agent(proc_root.path(), 10));
+        assert!(!is_agent(proc_root.path(), 11), "a zombie has exited");
+        assert!(!is_agent(proc_root.path(), 12), "a recycled pid");
+        assert!(!is_agent(proc_root.path(), 13));
+        assert!(!is_agent(proc_root.path(), 99), "no such process");
     }
 }
