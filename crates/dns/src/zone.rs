@@ -380,7 +380,7 @@ impl MagicDns {
             .strip_suffix(domain.as_str())
             .and_then(|r| r.strip_suffix('.'))
         {
-            return Resolution::Authoritative(self.forward_name(asker, &q, rel, qtype));
+            return Resolution::Authoritative(self.forward_name(asker, qname, &q, rel, qtype));
         }
         if let Some(ip) = parse_reverse(&q) {
             if self.inner.overlay.contains(&ip) {
@@ -464,7 +464,14 @@ impl MagicDns {
         }
     }
 
-    fn forward_name(&self, asker: &str, q: &str, rel: &str, qtype: RecordType) -> ZoneAnswer {
+    fn forward_name(
+        &self,
+        asker: &str,
+        qname: &Name,
+        q: &str,
+        rel: &str,
+        qtype: RecordType,
+    ) -> ZoneAnswer {
         if rel == "ns" {
             let answers = self.ns_address(qtype);
             return if answers.is_empty() {
@@ -497,7 +504,14 @@ impl MagicDns {
             if name_in_tenant.is_empty() {
                 return self.chain_end(answers, ResponseCode::NoError);
             }
-            let owner = Name::from_ascii(format!("{current}.")).unwrap_or_else(|_| Name::root());
+            // The question's own name needs no parsing, only folding; CNAME targets do.
+            let owner = if current == q {
+                let mut owner = qname.to_lowercase();
+                owner.set_fqdn(true);
+                owner
+            } else {
+                Name::from_ascii(format!("{current}.")).unwrap_or_else(|_| Name::root())
+            };
             let mut data: Vec<WireRecord> = Vec::new();
             if let Some(ip) = tz.devices.get(name_in_tenant) {
                 data.push(WireRecord::from_rdata(
