@@ -1,7 +1,8 @@
 //! The agent's one typed configuration, built once from the command line and passed down. The
 //! global options may come from the environment (`WATCHGRID_AGENT_*`, read by clap's `env`
 //! attributes here; `enroll --token` also reads `WATCHGRID_AGENT_TOKEN`, in `main.rs`). Nothing
-//! in the agent reads the environment itself.
+//! in the agent reads the environment itself, except `PATH` here (where split DNS looks for
+//! `resolvectl`).
 
 use std::path::PathBuf;
 
@@ -77,6 +78,8 @@ pub struct Config {
     pub interface: String,
     pub log_format: LogFormat,
     pub log_level: String,
+    /// `PATH`: where `resolvectl` is looked for (split DNS).
+    pub search_path: Option<String>,
 }
 
 impl From<GlobalArgs> for Config {
@@ -86,6 +89,7 @@ impl From<GlobalArgs> for Config {
             interface: args.interface,
             log_format: args.log_format,
             log_level: args.log_level,
+            search_path: std::env::var("PATH").ok(),
         }
     }
 }

@@ -108,9 +108,9 @@ pub fn detect(root: &Path, path: Option<&str>) -> Resolver {
     }
 }
 
-/// The resolver of this host.
-pub fn detect_host() -> Resolver {
-    detect(Path::new("/"), std::env::var("PATH").ok().as_deref())
+/// The resolver of this host; `search_path` is `PATH` (`Config::search_path`).
+pub fn detect_host(search_path: Option<&str>) -> Resolver {
+    detect(Path::new("/"), search_path)
 }
 
 /// How to do by hand what the agent could not: for the log line.

@@ -145,6 +145,7 @@ fn config(dir: &std::path::Path) -> Config {
         interface: "wgtest0".into(),
         log_format: LogFormat::Text,
         log_level: "info".into(),
+        search_path: None,
     }
 }
 

@@ -55,7 +55,7 @@ pub async fn down_in(
             report.stopped_pid = Some(status.pid);
         }
     }
-    let resolver = dns::detect_host();
+    let resolver = dns::detect_host(config.search_path.as_deref());
     dns::revert(&resolver, &config.interface)
         .await
         .map_err(|reason| AgentError::Failed(format!("cannot remove split DNS: {reason}")))?;

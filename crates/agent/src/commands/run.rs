@@ -76,6 +76,7 @@ pub async fn run(config: &Config) -> Result<(), AgentError> {
     );
 
     let mut heartbeats = Heartbeats::new(&enrollment, &store, public, api, tunnel, endpoint, rng);
+    heartbeats.search_path = config.search_path.clone();
     heartbeats.split_dns(enrollment.dns.as_ref()).await;
     let result = heartbeats.run(&mut signals).await;
     let phase = match &result {
@@ -181,6 +182,8 @@ struct Heartbeats<'a> {
     resolver: Option<Resolver>,
     /// The split DNS settings applied (or attempted) last.
     dns: Option<SplitDns>,
+    /// `PATH`, to find `resolvectl`.
+    search_path: Option<String>,
 }
 
 /// `status.json` and what goes in it.
@@ -228,6 +231,7 @@ impl<'a> Heartbeats<'a> {
             unanswered: 0,
             resolver: None,
             dns: None,
+            search_path: None,
             status: StatusFile {
                 store,
                 write_failed: false,
@@ -264,7 +268,9 @@ impl<'a> Heartbeats<'a> {
         if self.dns.as_ref() == Some(&split) {
             return;
         }
-        let resolver = self.resolver.get_or_insert_with(dns::detect_host);
+        let resolver = self
+            .resolver
+            .get_or_insert_with(|| dns::detect_host(self.search_path.as_deref()));
         dns::configure(resolver, self.tunnel.interface(), &split).await;
         self.dns = Some(split);
     }
