@@ -206,6 +206,75 @@ impl MagicDns {
         })
     }
 
+    /// Replaces every tenant's custom records at once (start-up, and when another replica
+    /// changed them), keeping the devices. A record set that fails validation (or a CNAME at a
+    /// device's name) is skipped; the errors are returned.
+    pub fn replace_records(
+        &self,
+        sets: impl IntoIterator<Item = (String, String, Vec<Record>)>,
+    ) -> Vec<DnsError> {
+        let mut errors = Vec::new();
+        let keep_devices = |t: &TenantZone| TenantZone {
+            devices: t.devices.clone(),
+            reverse: t.reverse.clone(),
+            ..TenantZone::default()
+        };
+        self.rebuild(keep_devices, |tenants| {
+            for (tenant_slug, name, records) in sets {
+                let checked = normalize_host_label(&tenant_slug).and_then(|tenant| {
+                    let name = normalize_record_name(&name)?;
+                    let records = validate_rrset(&name, records)?;
+                    Ok((tenant, name, records))
+                });
+                let (tenant, name, records) = match checked {
+                    Ok(set) => set,
+                    Err(err) => {
+                        errors.push(err);
+                        continue;
+                    }
+                };
+                let t = tenants.entry(tenant).or_default();
+                if records.iter().any(Record::is_cname) && t.devices.contains_key(&name) {
+                    errors.push(DnsError::CnameConflict(name));
+                    continue;
+                }
+                if !records.is_empty() {
+                    t.records.insert(name, records);
+                }
+            }
+        });
+        errors
+    }
+
+    /// Rebuilds the whole zone in one copy: `keep` says what of each tenant survives, `fill`
+    /// adds the new data; then the copy is published and the serial rises.
+    fn rebuild(
+        &self,
+        keep: impl Fn(&TenantZone) -> TenantZone,
+        fill: impl FnOnce(&mut HashMap<String, TenantZone>),
+    ) {
+        let mut guard = self
+            .inner
+            .zone
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        let mut tenants: HashMap<String, TenantZone> = guard
+            .tenants
+            .iter()
+            .map(|(slug, t)| (slug.clone(), keep(t)))
+            .filter(|(_, t)| !t.is_empty())
+            .collect();
+        fill(&mut tenants);
+        *guard = Arc::new(Zone {
+            tenants: tenants
+                .into_iter()
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(slug, t)| (slug, Arc::new(t)))
+                .collect(),
+        });
+        self.inner.serial.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Checks what [`MagicDns::set_records`] would check, against the current zone, without
     /// changing anything: callers validate inside their database transaction and apply after
     /// it commits.
@@ -258,61 +327,42 @@ impl MagicDns {
         devices: impl IntoIterator<Item = (String, String, Ipv4Addr)>,
     ) -> Vec<DnsError> {
         let mut errors = Vec::new();
-        let mut guard = self
-            .inner
-            .zone
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        let mut tenants: HashMap<String, TenantZone> = guard
-            .tenants
-            .iter()
-            .filter(|(_, t)| !t.records.is_empty())
-            .map(|(slug, t)| {
-                let kept = TenantZone {
-                    records: t.records.clone(),
-                    ..TenantZone::default()
+        let keep_records = |t: &TenantZone| TenantZone {
+            records: t.records.clone(),
+            ..TenantZone::default()
+        };
+        self.rebuild(keep_records, |tenants| {
+            for (tenant_slug, name, ipv4) in devices {
+                let checked = normalize_host_label(&tenant_slug).and_then(|tenant| {
+                    let name = normalize_host_label(&name)?;
+                    if !self.inner.overlay.contains(&ipv4) {
+                        return Err(DnsError::OutsideOverlay(ipv4));
+                    }
+                    Ok((tenant, name))
+                });
+                let (tenant, name) = match checked {
+                    Ok(pair) => pair,
+                    Err(err) => {
+                        errors.push(err);
+                        continue;
+                    }
                 };
-                (slug.clone(), kept)
-            })
-            .collect();
-        for (tenant_slug, name, ipv4) in devices {
-            let checked = normalize_host_label(&tenant_slug).and_then(|tenant| {
-                let name = normalize_host_label(&name)?;
-                if !self.inner.overlay.contains(&ipv4) {
-                    return Err(DnsError::OutsideOverlay(ipv4));
-                }
-                Ok((tenant, name))
-            });
-            let (tenant, name) = match checked {
-                Ok(pair) => pair,
-                Err(err) => {
-                    errors.push(err);
+                let t = tenants.entry(tenant).or_default();
+                if t.records
+                    .get(&name)
+                    .is_some_and(|rs| rs.iter().any(Record::is_cname))
+                {
+                    errors.push(DnsError::CnameConflict(name));
                     continue;
                 }
-            };
-            let t = tenants.entry(tenant).or_default();
-            if t.records
-                .get(&name)
-                .is_some_and(|rs| rs.iter().any(Record::is_cname))
-            {
-                errors.push(DnsError::CnameConflict(name));
-                continue;
-            }
-            if let Some(old) = t.devices.insert(name.clone(), ipv4) {
-                if t.reverse.get(&old) == Some(&name) {
-                    t.reverse.remove(&old);
+                if let Some(old) = t.devices.insert(name.clone(), ipv4) {
+                    if t.reverse.get(&old) == Some(&name) {
+                        t.reverse.remove(&old);
+                    }
                 }
+                t.reverse.insert(ipv4, name);
             }
-            t.reverse.insert(ipv4, name);
-        }
-        *guard = Arc::new(Zone {
-            tenants: tenants
-                .into_iter()
-                .filter(|(_, t)| !t.is_empty())
-                .map(|(slug, t)| (slug, Arc::new(t)))
-                .collect(),
         });
-        self.inner.serial.fetch_add(1, Ordering::Relaxed);
         errors
     }
 

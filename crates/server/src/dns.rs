@@ -105,10 +105,19 @@ impl MagicDnsService {
         format!("{tenant_slug}.{}", self.config.domain)
     }
 
-    /// Replace the tenant map (start-up, before the device index is loaded).
+    /// Replace the tenant map (start-up, before the device index is loaded; and when another
+    /// replica created or deleted a tenant). Tenants that are gone leave the zone.
     pub fn load_tenants(&self, rows: &[TenantRow]) {
         let mut tenants = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
-        *tenants = rows.iter().map(|t| (t.id, t.slug.clone())).collect();
+        let fresh: HashMap<Uuid, String> = rows.iter().map(|t| (t.id, t.slug.clone())).collect();
+        for (id, slug) in tenants.iter() {
+            if !fresh.contains_key(id) {
+                if let Err(err) = self.zone.remove_tenant(slug) {
+                    tracing::warn!(tenant = %slug, error = %err, "removing a tenant from Magic DNS failed");
+                }
+            }
+        }
+        *tenants = fresh;
         for row in rows {
             if RESERVED_TENANT_SLUGS.contains(&row.slug.as_str()) {
                 tracing::warn!(tenant = %row.slug, "this tenant's slug collides with a name of the Magic DNS zone itself; its names are not answered");
@@ -144,8 +153,8 @@ impl MagicDnsService {
             .cloned()
     }
 
-    /// Load every custom record (start-up, after the devices). Records the rules now reject
-    /// are skipped with a warning naming them.
+    /// Replace every custom record (start-up, after the devices; and when another replica
+    /// changed records). Records the rules now reject are skipped with a warning naming them.
     pub fn load_records(&self, rows: &[DnsRecordRow]) {
         let mut sets: HashMap<(Uuid, &str), Vec<&DnsRecordRow>> = HashMap::new();
         for row in rows {
@@ -153,6 +162,7 @@ impl MagicDnsService {
                 .or_default()
                 .push(row);
         }
+        let mut zone_sets = Vec::with_capacity(sets.len());
         for ((tenant, name), rows) in sets {
             let Some(slug) = self.slug_of(tenant) else {
                 continue;
@@ -167,7 +177,10 @@ impl MagicDnsService {
                     }
                 })
                 .collect();
-            self.apply_records(&slug, name, records);
+            zone_sets.push((slug, name.to_owned(), records));
+        }
+        for err in self.zone.replace_records(zone_sets) {
+            tracing::warn!(error = %err, "DNS records not published");
         }
     }
 
@@ -348,6 +361,65 @@ pub fn field_of(err: &DnsError) -> FieldProblem {
         DnsError::InvalidTarget { .. } | DnsError::TxtTooLong(_) => ("value", err.to_string()),
         DnsError::OutsideOverlay(_) => ("value", err.to_string()),
     }
+}
+
+/// Follow tenant and record changes other replicas make (PostgreSQL: `LISTEN watchgrid_dns`):
+/// on each, reload the tenants (re-publishing the devices when the set changed) and every
+/// record. Nothing to follow on SQLite. A lost subscription is re-established and followed by
+/// a full reload, since notifications may have been missed.
+pub async fn follow_changes(
+    db: watchgrid_store::Database,
+    fleet: std::sync::Arc<crate::fleet::Fleet>,
+) {
+    let mut delay = Duration::from_secs(1);
+    loop {
+        let mut changes = match watchgrid_store::dns::DnsChanges::listen(&db).await {
+            Ok(Some(changes)) => changes,
+            Ok(None) => return,
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in_seconds = delay.as_secs(), "cannot subscribe to DNS changes; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(30));
+                continue;
+            }
+        };
+        delay = Duration::from_secs(1);
+        loop {
+            // Reload first: anything committed before the subscription is covered too.
+            if let Err(err) = reload(&db, &fleet).await {
+                tracing::warn!(error = %err, "reloading Magic DNS tenants and records failed; resubscribing");
+                break;
+            }
+            if let Err(err) = changes.changed().await {
+                tracing::warn!(error = %err, "DNS change subscription failed; resubscribing");
+                break;
+            }
+        }
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn reload(
+    db: &watchgrid_store::Database,
+    fleet: &crate::fleet::Fleet,
+) -> Result<(), watchgrid_store::StoreError> {
+    let tenants = watchgrid_store::tenants::list_tenants(db).await?;
+    let records = watchgrid_store::dns::all_records(db).await?;
+    let known: std::collections::HashSet<Uuid> = fleet
+        .dns
+        .tenants
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .keys()
+        .copied()
+        .collect();
+    fleet.dns.load_tenants(&tenants);
+    if tenants.len() != known.len() || tenants.iter().any(|t| !known.contains(&t.id)) {
+        // Devices of a tenant this replica did not know yet get their names now.
+        fleet.index.renotify();
+    }
+    fleet.dns.load_records(&records);
+    Ok(())
 }
 
 /// Serve Magic DNS on `WATCHGRID_DNS_LISTEN` (UDP and TCP) until the process ends. The address is

@@ -505,3 +505,86 @@ async fn listener_failure_is_reported_by_health(backend: TestBackend) {
         .get("dns")
         .is_none());
 }
+
+/// On PostgreSQL, a replica that did not make a change follows it: tenants and records through
+/// `LISTEN watchgrid_dns`, devices through `LISTEN watchgrid_devices`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_follow_tenants_and_records() {
+    let overlay = [
+        ("WATCHGRID_OVERLAY_CIDR", "127.0.0.0/8"),
+        ("WATCHGRID_AGENT_LISTEN", "127.0.0.1:1"),
+    ];
+    let app = TestApp::with_config(TestBackend::Postgres, &overlay).await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut pairs = overlay.to_vec();
+    pairs.push(("WATCHGRID_DNS_LISTEN", &listen));
+    let other = common::state_for(&app.db, &pairs).await;
+    assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
+    tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
+        other.db.clone(),
+        other.fleet.clone(),
+    ));
+    tokio::spawn(watchgrid_server::dns::follow_changes(
+        other.db.clone(),
+        other.fleet.clone(),
+    ));
+    tokio::spawn(watchgrid_server::dns::serve(other.clone()));
+
+    async fn eventually(port: u16, from: &str, name: &str, expect: (&str, &[&str])) {
+        let mut last = None;
+        for _ in 0..100 {
+            let got = dig(port, from, name, "A", false).await;
+            if got.0 == expect.0 && got.1 == expect.1 {
+                return;
+            }
+            last = Some(got);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{name} from {from}: not {expect:?} within 5 s, last {last:?}");
+    }
+
+    let root = app.admin_token().await;
+    let created = app
+        .call("POST", "/api/tenants")
+        .token(&root)
+        .json(json!({"slug": "globex", "name": "Globex"}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED);
+    let secret = onboarding_token(&app, &root, "globex").await;
+    let (_, ip, name) = enroll(&app, &secret, "web").await;
+    let d = "watchgrid.internal";
+    // A tenant and a device the other replica heard of only through notifications.
+    eventually(
+        port,
+        &ip,
+        &format!("{name}.globex.{d}"),
+        ("NOERROR", &[ip.as_str()]),
+    )
+    .await;
+    let record = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .tenant("globex")
+        .json(json!({"name": "api", "type": "A", "value": "192.0.2.5"}))
+        .send()
+        .await;
+    assert_eq!(record.status, StatusCode::CREATED, "{}", record.body);
+    eventually(
+        port,
+        &ip,
+        &format!("api.globex.{d}"),
+        ("NOERROR", &["192.0.2.5"]),
+    )
+    .await;
+    let id = record.json()["id"].as_str().unwrap().to_owned();
+    let deleted = app
+        .call("DELETE", format!("/api/dns/records/{id}"))
+        .token(&root)
+        .tenant("globex")
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+    eventually(port, &ip, &format!("api.globex.{d}"), ("NXDOMAIN", &[])).await;
+}

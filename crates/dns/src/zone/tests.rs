@@ -563,3 +563,64 @@ fn check_records_is_a_dry_run() {
     assert!(!z.has_cname("acme", "web"));
     assert!(!z.has_cname("globex", "www"));
 }
+
+#[test]
+fn replace_records_keeps_devices_and_drops_records_not_given() {
+    let z = zone();
+    let errors = z.replace_records([
+        (
+            "acme".to_owned(),
+            "api".to_owned(),
+            vec![Record::new(60, RecordData::A(Ipv4Addr::new(192, 0, 2, 1)))],
+        ),
+        (
+            "acme".to_owned(),
+            "db".to_owned(),
+            vec![Record::new(
+                60,
+                RecordData::Cname("web.acme.watchgrid.internal.".into()),
+            )],
+        ),
+        (
+            "acme".to_owned(),
+            "bad".to_owned(),
+            vec![Record::new(0, RecordData::A(Ipv4Addr::new(192, 0, 2, 1)))],
+        ),
+    ]);
+    assert_eq!(
+        errors,
+        [
+            DnsError::CnameConflict("db".into()),
+            DnsError::InvalidTtl(0)
+        ]
+    );
+    check(
+        &z,
+        "acme",
+        "api.acme.watchgrid.internal.",
+        T::A,
+        Some((NoError, &["api.acme.watchgrid.internal. A 192.0.2.1"])),
+    );
+    // Records not in the new set are gone (www was a CNAME), devices stay.
+    check(
+        &z,
+        "acme",
+        "www.acme.watchgrid.internal.",
+        T::A,
+        Some((NXDomain, &[])),
+    );
+    check(
+        &z,
+        "acme",
+        "db.acme.watchgrid.internal.",
+        T::A,
+        Some((NoError, &["db.acme.watchgrid.internal. A 100.64.0.11"])),
+    );
+    check(
+        &z,
+        "globex",
+        "web.globex.watchgrid.internal.",
+        T::A,
+        Some((NoError, &["web.globex.watchgrid.internal. A 100.64.0.20"])),
+    );
+}

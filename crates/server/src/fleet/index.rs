@@ -145,6 +145,15 @@ impl DeviceIndex {
         }
     }
 
+    /// Tell the observer about every device again, as after a load (the observer learned
+    /// something that changes how it sees them: a tenant another replica created).
+    pub fn renotify(&self) {
+        let inner = self.write();
+        if let Some(observer) = &self.observer {
+            observer.loaded(&mut inner.by_id.values().map(|e| e.as_ref()));
+        }
+    }
+
     fn insert_locked(
         inner: &mut Inner,
         offset: Option<u32>,

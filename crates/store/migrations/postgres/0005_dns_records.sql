@@ -15,3 +15,29 @@ CREATE TABLE dns_records (
     updated_at   TIMESTAMPTZ NOT NULL
 );
 CREATE INDEX dns_records_tenant_name ON dns_records (tenant_id, name, id);
+
+-- Replicas keep the Magic DNS zone in memory; this tells them that tenants or records changed
+-- (crates/store/src/dns.rs, DnsChanges). The payload is the tenant's id.
+CREATE FUNCTION watchgrid_notify_dns_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('watchgrid_dns', COALESCE(NEW.tenant_id, OLD.tenant_id)::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER dns_records_notify_change
+AFTER INSERT OR DELETE OR UPDATE ON dns_records
+FOR EACH ROW EXECUTE FUNCTION watchgrid_notify_dns_change();
+
+CREATE FUNCTION watchgrid_notify_tenant_change() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('watchgrid_dns', COALESCE(NEW.id, OLD.id)::text);
+    RETURN NULL;
+END;
+$$;
+
+CREATE TRIGGER tenants_notify_dns_change
+AFTER INSERT OR DELETE ON tenants
+FOR EACH ROW EXECUTE FUNCTION watchgrid_notify_tenant_change();
