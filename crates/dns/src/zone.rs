@@ -63,12 +63,14 @@ impl TenantZone {
     }
 
     /// A name exists if it holds data or is an ancestor of a name that does (empty non-terminal).
+    /// Device names are single labels, so only custom records (`_http._tcp.api`) can make
+    /// empty non-terminals: a miss scans the tenant's record names, never its devices.
     fn name_exists(&self, rel: &str) -> bool {
+        if self.devices.contains_key(rel) || self.records.contains_key(rel) {
+            return true;
+        }
         let suffix = format!(".{rel}");
-        self.devices.contains_key(rel)
-            || self.records.contains_key(rel)
-            || self.devices.keys().any(|k| k.ends_with(&suffix))
-            || self.records.keys().any(|k| k.ends_with(&suffix))
+        self.records.keys().any(|k| k.ends_with(&suffix))
     }
 }
 
