@@ -184,6 +184,16 @@ fn magic_dns_through_the_tunnel() {
         );
     }
 
+    // The agents learned the DNS settings at enrollment. This host runs no systemd-resolved for
+    // the namespaces' links, so split DNS falls back to a warning that says what to do.
+    assert_eq!(states[0]["dns"]["server"], DNS);
+    assert_eq!(states[0]["dns"]["domain"], d);
+    let log = agents[0].log();
+    assert!(
+        log.contains("split DNS not configured") && log.contains(&format!("server=/{d}/{DNS}")),
+        "{log}"
+    );
+
     // Own and sibling names over UDP and TCP.
     for transport in [&[][..], &["+tcp"][..]] {
         for i in [0, 1] {
