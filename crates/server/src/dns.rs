@@ -47,6 +47,8 @@ pub struct MagicDnsService {
     pub config: DnsConfig,
     /// Whether a failure to listen is a health problem (see [`MagicDnsService::checked`]).
     checked: bool,
+    /// The server's overlay address: what agents are told when the listener is a wildcard.
+    server_ip: Ipv4Addr,
     tenants: RwLock<HashMap<Uuid, String>>,
     status: RwLock<Status>,
 }
@@ -65,6 +67,7 @@ impl MagicDnsService {
             config: config.clone(),
             checked: config.listen.is_some()
                 && (config.listen_explicit || fleet.backend != WgBackendChoice::None),
+            server_ip: fleet.server_ip(),
             tenants: RwLock::new(HashMap::new()),
             status: RwLock::new(status),
         })
@@ -90,11 +93,17 @@ impl MagicDnsService {
         *self.status.write().unwrap_or_else(PoisonError::into_inner) = status;
     }
 
-    /// What agents are told for split DNS; `None` when DNS is off.
+    /// What agents are told for split DNS; `None` when DNS is off. A wildcard listener
+    /// (`0.0.0.0:53`) is announced as the server's overlay address, which it includes.
     pub fn settings(&self) -> Option<DnsSettings> {
         let listen = self.config.listen?;
+        let server = if listen.ip().is_unspecified() {
+            IpAddr::V4(self.server_ip)
+        } else {
+            listen.ip()
+        };
         Some(DnsSettings {
-            server: listen.ip().to_string(),
+            server: server.to_string(),
             port: listen.port(),
             domain: self.config.domain.clone(),
         })
@@ -485,6 +494,27 @@ async fn bind(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn agents_are_told_a_reachable_address() {
+        let settings = |listen: &str| {
+            let source = crate::config::MapSource::new([("WATCHGRID_DNS_LISTEN", listen)]);
+            let config =
+                crate::config::Config::load(&source, crate::config::SecretGeneration::ReadOnly)
+                    .unwrap();
+            MagicDnsService::new(&config.dns, &config.fleet)
+                .unwrap()
+                .settings()
+        };
+        let told = settings("0.0.0.0:5353").unwrap();
+        assert_eq!((told.server.as_str(), told.port), ("100.64.0.1", 5353));
+        let told = settings("100.64.0.1:53").unwrap();
+        assert_eq!(
+            (told.server.as_str(), told.port, told.domain.as_str()),
+            ("100.64.0.1", 53, "watchgrid.internal")
+        );
+        assert!(settings("off").is_none());
+    }
 
     #[test]
     fn values_are_parsed_and_targets_kept_in_the_tenant_zone() {
