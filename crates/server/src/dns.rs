@@ -372,43 +372,11 @@ pub fn field_of(err: &DnsError) -> FieldProblem {
     }
 }
 
-/// Follow tenant and record changes other replicas make (PostgreSQL: `LISTEN watchgrid_dns`):
-/// on each, reload the tenants (re-publishing the devices when the set changed) and every
-/// record. Nothing to follow on SQLite. A lost subscription is re-established and followed by
-/// a full reload, since notifications may have been missed.
-pub async fn follow_changes(
-    db: watchgrid_store::Database,
-    fleet: std::sync::Arc<crate::fleet::Fleet>,
-) {
-    let mut delay = Duration::from_secs(1);
-    loop {
-        let mut changes = match watchgrid_store::dns::DnsChanges::listen(&db).await {
-            Ok(Some(changes)) => changes,
-            Ok(None) => return,
-            Err(err) => {
-                tracing::warn!(error = %err, retry_in_seconds = delay.as_secs(), "cannot subscribe to DNS changes; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        delay = Duration::from_secs(1);
-        loop {
-            // Reload first: anything committed before the subscription is covered too.
-            if let Err(err) = reload(&db, &fleet).await {
-                tracing::warn!(error = %err, "reloading Magic DNS tenants and records failed; resubscribing");
-                break;
-            }
-            if let Err(err) = changes.changed().await {
-                tracing::warn!(error = %err, "DNS change subscription failed; resubscribing");
-                break;
-            }
-        }
-        tokio::time::sleep(delay).await;
-    }
-}
-
-async fn reload(
+/// Reload the tenants and every record from the database (another replica changed them, or
+/// notifications may have been missed): tenants that are gone leave the zone, and the devices
+/// are announced again when the set of tenants changed, so that devices of a tenant this
+/// replica did not know get their names.
+pub async fn reload(
     db: &watchgrid_store::Database,
     fleet: &crate::fleet::Fleet,
 ) -> Result<(), watchgrid_store::StoreError> {

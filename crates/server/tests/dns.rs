@@ -506,8 +506,8 @@ async fn listener_failure_is_reported_by_health(backend: TestBackend) {
         .is_none());
 }
 
-/// On PostgreSQL, a replica that did not make a change follows it: tenants and records through
-/// `LISTEN watchgrid_dns`, devices through `LISTEN watchgrid_devices`.
+/// On PostgreSQL, a replica that did not make a change follows it, on one subscription: tenants
+/// and records through `watchgrid_dns`, devices through `watchgrid_devices`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_follow_tenants_and_records() {
     let overlay = [
@@ -522,10 +522,6 @@ async fn replicas_follow_tenants_and_records() {
     let other = common::state_for(&app.db, &pairs).await;
     assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
     tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
-        other.db.clone(),
-        other.fleet.clone(),
-    ));
-    tokio::spawn(watchgrid_server::dns::follow_changes(
         other.db.clone(),
         other.fleet.clone(),
     ));

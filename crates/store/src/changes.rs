@@ -8,6 +8,10 @@
 //! every second. Notifications are delivered on commit, so a listener that reads the row after
 //! one sees the committed change.
 //!
+//! The same subscription carries Magic DNS changes: triggers on `tenants` and `dns_records`
+//! (migration 0005) notify [`crate::dns::DNS_CHANNEL`], reported as [`DeviceChange::Dns`], so a
+//! replica holds one listening connection for both.
+//!
 //! SQLite is single-node: there is no other replica to hear from, so [`DeviceChanges::listen`]
 //! returns `None`.
 
@@ -37,11 +41,16 @@ pub enum DeviceChange {
     /// The listening connection was lost and has been re-established: notifications may have
     /// been missed, so everything must be read again.
     Resync,
+    /// Tenants or Magic DNS records changed: reload them.
+    Dns,
 }
 
 /// A subscription to [`DEVICE_CHANNEL`]. It holds one connection of the pool.
 pub struct DeviceChanges {
     listener: PgListener,
+    /// A batch held device and DNS changes: the devices were returned, [`DeviceChange::Dns`]
+    /// comes next.
+    dns_pending: bool,
 }
 
 impl std::fmt::Debug for DeviceChanges {
@@ -58,13 +67,21 @@ impl DeviceChanges {
             return Ok(None);
         };
         let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(DEVICE_CHANNEL).await?;
-        Ok(Some(Self { listener }))
+        listener
+            .listen_all([DEVICE_CHANNEL, crate::dns::DNS_CHANNEL])
+            .await?;
+        Ok(Some(Self {
+            listener,
+            dns_pending: false,
+        }))
     }
 
     /// Wait for the next change. Notifications that arrive together are merged into one batch
     /// (after the first, those arriving within a few milliseconds are taken too).
     pub async fn next(&mut self) -> Result<DeviceChange, StoreError> {
+        if std::mem::take(&mut self.dns_pending) {
+            return Ok(DeviceChange::Dns);
+        }
         let first = match self.listener.try_recv().await {
             Ok(Some(notification)) => notification,
             // The connection was lost; `try_recv` has reconnected and re-subscribed.
@@ -83,10 +100,18 @@ impl DeviceChanges {
         };
         let mut ids = HashSet::new();
         let mut resync = false;
-        collect(&mut ids, first.payload());
+        let mut dns = false;
+        let mut take = |ids: &mut HashSet<Uuid>, n: &sqlx::postgres::PgNotification| {
+            if n.channel() == crate::dns::DNS_CHANNEL {
+                dns = true;
+            } else {
+                collect(ids, n.payload());
+            }
+        };
+        take(&mut ids, &first);
         while ids.len() < MAX_BATCH {
             match tokio::time::timeout(Duration::from_millis(5), self.listener.try_recv()).await {
-                Ok(Ok(Some(notification))) => collect(&mut ids, notification.payload()),
+                Ok(Ok(Some(notification))) => take(&mut ids, &notification),
                 Ok(Ok(None)) => {
                     resync = true;
                     break;
@@ -98,6 +123,10 @@ impl DeviceChanges {
         if resync {
             return Ok(DeviceChange::Resync);
         }
+        if ids.is_empty() {
+            return Ok(DeviceChange::Dns);
+        }
+        self.dns_pending = dns;
         Ok(DeviceChange::Changed(ids.into_iter().collect()))
     }
 }

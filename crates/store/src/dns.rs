@@ -1,54 +1,17 @@
 //! Magic DNS custom records. The server validates record sets (it owns the DNS rules) and keeps
 //! the in-memory zone in step; this module only stores rows.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use uuid::Uuid;
 
 use crate::tenants::found;
 use crate::tx::Conn;
-use crate::{Database, StoreError};
+use crate::StoreError;
 
 /// The `NOTIFY` channel the `dns_records` and `tenants` triggers send to (PostgreSQL, migration
-/// 0005): a replica that hears it reloads tenants and records into its zone.
+/// 0005): a replica that hears it reloads tenants and records into its zone. It is followed on
+/// the device changes' subscription ([`crate::changes::DeviceChanges`]).
 pub const DNS_CHANNEL: &str = "watchgrid_dns";
-
-/// A subscription to [`DNS_CHANNEL`] (one pooled connection). Records and tenants change
-/// rarely, so a listener reloads them all rather than tracking which changed.
-pub struct DnsChanges {
-    listener: PgListener,
-}
-
-impl std::fmt::Debug for DnsChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DnsChanges").finish_non_exhaustive()
-    }
-}
-
-impl DnsChanges {
-    /// Subscribe; `None` on SQLite (one node: nothing to hear from).
-    pub async fn listen(db: &Database) -> Result<Option<Self>, StoreError> {
-        let Database::Postgres(pool) = db else {
-            return Ok(None);
-        };
-        let mut listener = PgListener::connect_with(pool).await?;
-        listener.listen(DNS_CHANNEL).await?;
-        Ok(Some(Self { listener }))
-    }
-
-    /// Wait until something changed (or the connection was re-established, after which
-    /// notifications may have been missed): either way, reload. Notifications arriving within a
-    /// few milliseconds of each other count once.
-    pub async fn changed(&mut self) -> Result<(), StoreError> {
-        self.listener.try_recv().await?;
-        while let Ok(Ok(Some(_))) =
-            tokio::time::timeout(Duration::from_millis(5), self.listener.try_recv()).await
-        {}
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct DnsRecordRow {

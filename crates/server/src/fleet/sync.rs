@@ -4,7 +4,9 @@
 //! leader its WireGuard interface). A trigger notifies every change of a device
 //! (`watchgrid_store::changes`); this task re-reads the changed rows and applies them. When the
 //! listening connection drops, notifications may have been lost, so it reloads everything once
-//! it is back. On SQLite (one node) there is nothing to follow and the task ends at once.
+//! it is back. The same subscription reports tenant and Magic DNS record changes, on which the
+//! zone's tenants and records are reloaded (`crate::dns::reload`). On SQLite (one node) there
+//! is nothing to follow and the task ends at once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +47,12 @@ pub async fn follow_device_changes(db: Database, fleet: Arc<Fleet>) {
                         break;
                     }
                 }
+                Ok(DeviceChange::Dns) => {
+                    if let Err(err) = crate::dns::reload(&db, &fleet).await {
+                        tracing::warn!(error = %err, "reloading Magic DNS tenants and records failed; reloading all");
+                        break;
+                    }
+                }
                 Ok(DeviceChange::Resync) => {
                     tracing::warn!("lost the device change subscription; reloading all devices");
                     if let Err(err) = reload(&db, &fleet).await {
@@ -63,6 +71,8 @@ pub async fn follow_device_changes(db: Database, fleet: Arc<Fleet>) {
 }
 
 async fn reload(db: &Database, fleet: &Fleet) -> Result<(), watchgrid_store::StoreError> {
+    // Tenants first: the zone names devices by their tenant's slug.
+    crate::dns::reload(db, fleet).await?;
     let rows = devices::all_devices(db).await?;
     fleet.load_all(&rows);
     Ok(())
