@@ -617,6 +617,12 @@ async fn replicas_follow_each_others_device_changes() {
         Some(ip.as_str()),
         "the other replica hands the freed address out again"
     );
+    // This subscription heard the delete too; take it, or it may come before the resync below.
+    let next = tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await;
+    assert_eq!(
+        next.unwrap().unwrap(),
+        watchgrid_store::changes::DeviceChange::Changed(vec![id])
+    );
 
     // The subscription's connection is cut: the listener reports a resync, then hears again.
     let cut = app
