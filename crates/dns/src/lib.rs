@@ -17,5 +17,5 @@ pub use records::{
     normalize_host_label, normalize_record_name, DnsError, Record, RecordData, MAX_TTL,
     MAX_TXT_LEN, MIN_TTL,
 };
-pub use server::{serve, serve_until, CounterSnapshot, DnsHandler, QueryCounters};
+pub use server::{serve, serve_sockets, serve_until, CounterSnapshot, DnsHandler, QueryCounters};
 pub use zone::{MagicDns, Resolution, ZoneAnswer, APEX_TTL, DEVICE_TTL, NEGATIVE_TTL};

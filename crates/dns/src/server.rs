@@ -333,8 +333,20 @@ pub async fn serve(
     tcp: TcpListener,
     handler: DnsHandler,
 ) -> Result<(), ProtoError> {
+    serve_sockets(vec![udp], tcp, handler).await
+}
+
+/// Like [`serve`] with several UDP sockets bound to the same address (`SO_REUSEPORT`): the
+/// kernel spreads clients over them and each has its own receive loop.
+pub async fn serve_sockets(
+    udp: Vec<UdpSocket>,
+    tcp: TcpListener,
+    handler: DnsHandler,
+) -> Result<(), ProtoError> {
     let mut server = ServerFuture::new(handler);
-    server.register_socket(udp);
+    for socket in udp {
+        server.register_socket(socket);
+    }
     server.register_listener(tcp, TCP_TIMEOUT);
     server.block_until_done().await
 }

@@ -446,15 +446,29 @@ pub async fn serve(state: AppState) {
     .with_counters(state.metrics.dns.clone());
     service.set_status(Status::Listening(address));
     tracing::info!(%address, domain = %service.config.domain, upstreams = service.config.upstreams.len(), "Magic DNS listening (UDP and TCP)");
-    if let Err(err) = watchgrid_dns::serve(udp, tcp, handler).await {
+    if let Err(err) = watchgrid_dns::serve_sockets(udp, tcp, handler).await {
         let reason = format!("Magic DNS on {address} stopped: {err}");
         tracing::error!("{reason}");
         service.set_status(Status::Waiting(reason));
     }
 }
 
-async fn bind(address: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
-    let udp = UdpSocket::bind(address).await?;
+/// One UDP socket per core (`SO_REUSEPORT`, each with its own receive loop) and the TCP
+/// listener.
+async fn bind(address: SocketAddr) -> std::io::Result<(Vec<UdpSocket>, TcpListener)> {
+    let sockets = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut udp = Vec::with_capacity(sockets);
+    for _ in 0..sockets {
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(address),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&address.into())?;
+        udp.push(UdpSocket::from_std(socket.into())?);
+    }
     let tcp = TcpListener::bind(address).await?;
     Ok((udp, tcp))
 }
