@@ -10,6 +10,7 @@
 mod forward;
 mod records;
 mod server;
+mod udp;
 mod zone;
 
 pub use forward::{Forwarder, DEFAULT_CACHE_CAPACITY};

@@ -333,7 +333,7 @@ pub async fn serve(
     tcp: TcpListener,
     handler: DnsHandler,
 ) -> Result<(), ProtoError> {
-    serve_sockets(vec![udp], tcp, handler).await
+    run(vec![udp], tcp, handler, std::future::pending()).await
 }
 
 /// Like [`serve`] with several UDP sockets bound to the same address (`SO_REUSEPORT`): the
@@ -343,27 +343,57 @@ pub async fn serve_sockets(
     tcp: TcpListener,
     handler: DnsHandler,
 ) -> Result<(), ProtoError> {
-    let mut server = ServerFuture::new(handler);
-    for socket in udp {
-        server.register_socket(socket);
-    }
-    server.register_listener(tcp, TCP_TIMEOUT);
-    server.block_until_done().await
+    run(udp, tcp, handler, std::future::pending()).await
 }
 
-/// Like [`serve`], and stops gracefully (in-flight requests finish) when `shutdown` completes.
+/// Like [`serve`], and stops gracefully (in-flight TCP requests finish) when `shutdown`
+/// completes.
 pub async fn serve_until(
     udp: UdpSocket,
     tcp: TcpListener,
     handler: DnsHandler,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProtoError> {
-    let mut server = ServerFuture::new(handler);
-    server.register_socket(udp);
+    run(vec![udp], tcp, handler, shutdown).await
+}
+
+/// UDP through the fast path (`crate::udp`), TCP through hickory-server.
+async fn run(
+    udp: Vec<UdpSocket>,
+    tcp: TcpListener,
+    handler: DnsHandler,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProtoError> {
+    let handler = Arc::new(handler);
+    let mut server = ServerFuture::new(Shared(Arc::clone(&handler)));
     server.register_listener(tcp, TCP_TIMEOUT);
+    let mut loops = tokio::task::JoinSet::new();
+    for socket in udp {
+        loops.spawn(crate::udp::serve_udp(
+            Arc::new(socket),
+            Arc::clone(&handler),
+        ));
+    }
     tokio::select! {
         result = server.block_until_done() => result,
+        Some(ended) = loops.join_next() => Err(ProtoError::from(format!(
+            "the UDP receive loop ended: {ended:?}"
+        ))),
         () = shutdown => server.shutdown_gracefully().await,
+    }
+}
+
+/// The handler shared between hickory-server (TCP) and the UDP loops.
+struct Shared(Arc<DnsHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0.handle_request(request, response_handle).await
     }
 }
 
