@@ -150,7 +150,10 @@ impl DnsHandler {
             return Answer::error(ResponseCode::FormErr);
         };
         let src = request.src().ip().to_canonical();
-        let Some(tenant) = (self.tenant_of)(src).map(|t| t.to_ascii_lowercase()) else {
+        let Some(tenant) = (self.tenant_of)(src).map(|mut t| {
+            t.make_ascii_lowercase();
+            t
+        }) else {
             return Answer::error(ResponseCode::Refused);
         };
         let query = info.query;

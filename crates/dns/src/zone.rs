@@ -423,7 +423,12 @@ impl MagicDns {
     /// Answers `qname`/`qtype` for a client of tenant `asker`. Other tenants' names are
     /// NXDOMAIN; names outside the domain and the overlay's reverse range are `OutOfZone`.
     pub fn resolve(&self, asker: &str, qname: &Name, qtype: RecordType) -> Resolution {
-        let q = qname.to_ascii().trim_end_matches('.').to_ascii_lowercase();
+        // One allocation: the text form, folded and trimmed in place.
+        let mut q = qname.to_ascii();
+        q.make_ascii_lowercase();
+        while q.ends_with('.') {
+            q.pop();
+        }
         let domain = &self.inner.domain;
         if q == *domain {
             return Resolution::Authoritative(self.apex(qtype));
