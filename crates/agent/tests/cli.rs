@@ -46,6 +46,7 @@ fn help_lists_the_commands_and_options() {
         "enroll",
         "run",
         "status",
+        "down",
         "--state-dir",
         "--interface",
         "--log-format",
@@ -56,7 +57,7 @@ fn help_lists_the_commands_and_options() {
     ] {
         assert!(text.contains(word), "{word} missing from {text}");
     }
-    for command in ["enroll", "run", "status"] {
+    for command in ["enroll", "run", "status", "down"] {
         let (out, _dir) = agent(&[command, "--help"]);
         assert_eq!(out.status.code(), Some(0), "{command}: {}", stderr(&out));
         assert!(stdout(&out).contains("--state-dir"), "{command}");
