@@ -25,6 +25,7 @@ backend_tests!(
     listing_filters_and_pages,
     plain_devices_get_a_wireguard_config,
     devices_survive_a_restart,
+    deleting_a_tenant_removes_its_devices_from_the_fleet,
 );
 
 const NO_WG: &[(&str, &str)] = &[
@@ -652,4 +653,69 @@ async fn replicas_follow_each_others_device_changes() {
         || other.fleet.index.get(id2).is_some(),
     )
     .await;
+}
+
+/// Deleting a tenant deletes its devices in the database (cascade); the in-memory fleet drops
+/// them at once too: credentials stop working, addresses are free, peers leave.
+async fn deleting_a_tenant_removes_its_devices_from_the_fleet(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let created = app
+        .call("POST", "/api/tenants")
+        .token(&root)
+        .json(json!({"slug": "acme", "name": "Acme"}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let token = app
+        .call("POST", "/api/onboarding-tokens")
+        .token(&root)
+        .tenant("acme")
+        .json(json!({"description": "acme fleet", "max_uses": 2}))
+        .send()
+        .await;
+    assert_eq!(token.status, StatusCode::CREATED, "{}", token.body);
+    let token = token.json()["secret"].as_str().unwrap().to_owned();
+    let acme = register(&app, &token, "acme-1", &fresh_key()).await.json();
+    let default_token = onboarding_token(&app, &root, json!({})).await;
+    let kept = register(&app, &default_token, "kept-1", &fresh_key())
+        .await
+        .json();
+    let address = |enrolled: &Value| {
+        enrolled["overlay_address"]
+            .as_str()
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let (acme_ip, kept_ip) = (address(&acme), address(&kept));
+    let acme_id: uuid::Uuid = acme["device_id"].as_str().unwrap().parse().unwrap();
+
+    let deleted = app
+        .call("DELETE", "/api/tenants/acme")
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    assert!(app.state.fleet.index.get(acme_id).is_none());
+    assert_eq!(
+        heartbeat(&app, &acme_ip, acme["credential"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        heartbeat(&app, &kept_ip, kept["credential"].as_str().unwrap())
+            .await
+            .status,
+        StatusCode::OK,
+        "another tenant's device is untouched"
+    );
+    assert_eq!(
+        app.state.fleet.index.reserve().map(|a| a.to_string()),
+        Some(acme_ip),
+        "the deleted tenant's address is free again"
+    );
 }

@@ -140,6 +140,13 @@ pub async fn delete(
         },
     )
     .await?;
+    // The database dropped the tenant's devices with it (ON DELETE CASCADE); the in-memory
+    // fleet must too, or their peers and credentials would live on until a restart.
+    for device in state.fleet.index.all() {
+        if device.tenant_id == id {
+            state.fleet.apply_removed(device.id);
+        }
+    }
     state.fleet.dns.tenant_removed(id);
     Ok(StatusCode::NO_CONTENT)
 }
