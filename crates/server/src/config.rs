@@ -143,6 +143,7 @@ pub struct Config {
     pub audit_retention_days: u32,
     pub fleet: FleetConfig,
     pub dns: DnsConfig,
+    pub ssh: SshConfig,
     /// Things worth telling the operator once logging is up (generated secrets, defaults).
     pub warnings: Vec<String>,
 }
@@ -183,6 +184,16 @@ pub struct DnsConfig {
     pub domain: String,
     /// Resolvers for names outside the domain, tried in order; empty means REFUSED.
     pub upstreams: Vec<SocketAddr>,
+}
+
+/// The SSH certificate authority.
+#[derive(Debug, Clone)]
+pub struct SshConfig {
+    /// Where the per-tenant CA keys `ca_<tenant>_user` / `ca_<tenant>_host` live (mode 0600).
+    pub ca_dir: PathBuf,
+    /// The Magic DNS suffix (`WATCHGRID_DNS_DOMAIN`, read with the DNS settings): devices are
+    /// `<device>.<tenant>.<domain>`; host certificates and the `@cert-authority` line name it.
+    pub dns_domain: String,
 }
 
 /// Which WireGuard implementation drives the hub interface.
@@ -439,6 +450,7 @@ impl Config {
 
         let fleet = read_fleet(&mut r, mode, &data_dir, &frontend_host);
         let dns = read_dns(&mut r, &fleet);
+        let ssh = read_ssh(&mut r, mode, &data_dir, &dns.domain);
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
@@ -467,6 +479,7 @@ impl Config {
             audit_retention_days,
             fleet,
             dns,
+            ssh,
             warnings: Vec::new(),
         };
 
@@ -697,6 +710,20 @@ fn read_dns(r: &mut Reader<'_>, fleet: &FleetConfig) -> DnsConfig {
         listen_explicit,
         domain,
         upstreams,
+    }
+}
+
+fn read_ssh(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, dns_domain: &str) -> SshConfig {
+    let default_ca_dir = match mode {
+        Mode::Production => PathBuf::from("/etc/watchgrid"),
+        Mode::Development => data_dir.to_path_buf(),
+    };
+    let ca_dir = r
+        .get("WATCHGRID_SSH_CA_DIR")
+        .map_or(default_ca_dir, PathBuf::from);
+    SshConfig {
+        ca_dir,
+        dns_domain: dns_domain.to_owned(),
     }
 }
 

@@ -18,6 +18,7 @@ pub mod listener;
 pub mod metrics;
 pub mod ratelimit;
 pub mod serve;
+pub mod ssh;
 pub mod state;
 pub mod telemetry;
 

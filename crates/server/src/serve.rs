@@ -146,6 +146,7 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
     loop {
         let prepared = async {
             crate::bootstrap::ensure_admin(state).await?;
+            state.ssh.ensure_all(&state.db).await?;
             // Tenants first: the zone names devices by their tenant's slug.
             let tenants = watchgrid_store::tenants::list_tenants(&state.db).await?;
             state.fleet.dns.load_tenants(&tenants);

@@ -9,9 +9,10 @@ use crate::auth::password::{PasswordHasher, PasswordPolicy};
 use crate::auth::tokens::JwtKeys;
 use crate::config::{Config, WgBackendChoice};
 use crate::fleet::{hub, DeviceIndex, Fleet, Heartbeats, Hub};
-use crate::health::{HealthRegistry, MigrationState};
+use crate::health::{HealthRegistry, MigrationState, MigrationStatus};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimits;
+use crate::ssh::SshAuthority;
 
 /// Handlers and middleware clone the state several times per request, so it is one `Arc`:
 /// cloning it is one atomic increment (it used to be ~11 plus two allocations, ~13 % of the
@@ -40,6 +41,7 @@ pub struct Shared {
     pub password_policy: PasswordPolicy,
     pub hasher: PasswordHasher,
     pub fleet: Arc<Fleet>,
+    pub ssh: Arc<SshAuthority>,
 }
 
 impl AppState {
@@ -81,6 +83,20 @@ impl AppState {
                 async move { dns.check() }
             });
         }
+        // The CA files are checked once the schema exists; until then readiness reports the
+        // pending migrations.
+        let migrations = MigrationState::default();
+        let ssh = Arc::new(SshAuthority::new(config.ssh.ca_dir.clone()));
+        let (probe, probe_db, probe_migrations) = (ssh.clone(), db.clone(), migrations.clone());
+        health.register("ssh_ca", move || {
+            let (ssh, db, migrations) = (probe.clone(), probe_db.clone(), probe_migrations.clone());
+            async move {
+                if migrations.get() != MigrationStatus::Ok {
+                    return Ok(());
+                }
+                ssh.health(&db).await
+            }
+        });
         let fleet = Arc::new(Fleet {
             index: DeviceIndex::with_observer(fleet_config.overlay, dns.clone()),
             dns,
@@ -93,12 +109,13 @@ impl AppState {
             db,
             health: Arc::new(health),
             metrics,
-            migrations: MigrationState::default(),
+            migrations,
             jwt,
             limits,
             password_policy: PasswordPolicy::new(),
             hasher: PasswordHasher::new(),
             fleet,
+            ssh,
         })))
     }
 }

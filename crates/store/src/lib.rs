@@ -23,6 +23,7 @@ mod error;
 mod instance;
 pub mod migrations;
 pub mod sessions;
+pub mod ssh;
 pub mod tenants;
 #[cfg(any(test, feature = "test-util"))]
 mod test_util;

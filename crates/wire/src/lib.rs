@@ -11,6 +11,7 @@ pub mod dns;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod ssh;
 pub mod version;
 
 pub use audit::AuditEntry;
@@ -26,5 +27,9 @@ pub use identity::{
     ApiToken, ChangePassword, CreateApiToken, CreateTenant, CreateUser, CreatedApiToken,
     LoginRequest, LoginResponse, Page, RefreshRequest, Role, Tenant, UpdateTenant, UpdateUser,
     User, Whoami,
+};
+pub use ssh::{
+    CaPublicKey, IssuedCertificate, PrincipalGrant, RevokeRequest, RevokeResult, SignRequest,
+    SignedCertificate, SshCaKeys, SshSettings,
 };
 pub use version::VersionInfo;

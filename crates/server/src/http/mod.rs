@@ -12,6 +12,7 @@ pub mod middleware;
 pub mod openapi;
 mod ops;
 mod session;
+mod ssh;
 mod tenants;
 mod users;
 pub mod validate;
@@ -247,16 +248,84 @@ pub fn routes() -> ApiRouter {
             Access::Tenant(Role::Admin),
             dns_records::delete,
         )
+        // SSH certificate authority
+        .route(
+            M::POST,
+            "/api/ssh/certificates",
+            Access::Tenant(Role::Viewer),
+            ssh::sign,
+        )
+        .route(
+            M::GET,
+            "/api/ssh/certificates",
+            Access::Tenant(Role::Admin),
+            ssh::list_certificates,
+        )
+        .route(
+            M::GET,
+            "/api/ssh/ca",
+            Access::Tenant(Role::Viewer),
+            ssh::get_ca,
+        )
+        .route(
+            M::GET,
+            "/api/ssh/krl",
+            Access::Tenant(Role::Viewer),
+            ssh::krl,
+        )
+        .route(
+            M::GET,
+            "/api/ssh/settings",
+            Access::Tenant(Role::Admin),
+            ssh::get_settings,
+        )
+        .route(
+            M::PUT,
+            "/api/ssh/settings",
+            Access::Tenant(Role::Admin),
+            ssh::put_settings,
+        )
+        .route(
+            M::GET,
+            "/api/ssh/principals",
+            Access::Tenant(Role::Admin),
+            ssh::list_principals,
+        )
+        .route(
+            M::PUT,
+            "/api/ssh/principals",
+            Access::Tenant(Role::Admin),
+            ssh::put_principals,
+        )
+        .route(
+            M::POST,
+            "/api/ssh/revocations",
+            Access::Tenant(Role::Admin),
+            ssh::revoke,
+        )
 }
 
 /// The agent API, served only on the server's overlay address (`WATCHGRID_AGENT_LISTEN`).
 pub fn agent_routes() -> ApiRouter {
-    ApiRouter::new().route(
-        Method::POST,
-        "/api/agent/heartbeat",
-        Access::Device,
-        agent::heartbeat,
-    )
+    ApiRouter::new()
+        .route(
+            Method::POST,
+            "/api/agent/heartbeat",
+            Access::Device,
+            agent::heartbeat,
+        )
+        .route(
+            Method::GET,
+            "/api/agent/ssh/ca",
+            Access::Device,
+            ssh::agent_ca,
+        )
+        .route(
+            Method::GET,
+            "/api/agent/ssh/krl",
+            Access::Device,
+            ssh::agent_krl,
+        )
 }
 
 /// The route table alone, for tests that walk it.

@@ -6,7 +6,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use watchgrid_wire as wire;
 
-use super::{agent, api_tokens, audit_log, devices, dns_records, ops, session, tenants, users};
+use super::{
+    agent, api_tokens, audit_log, devices, dns_records, ops, session, ssh, tenants, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -30,6 +32,9 @@ use super::{agent, api_tokens, audit_log, devices, dns_records, ops, session, te
         devices::revoke_onboarding,
         dns_records::list, dns_records::create, dns_records::get, dns_records::update,
         dns_records::delete,
+        ssh::sign, ssh::list_certificates, ssh::get_ca, ssh::krl, ssh::get_settings,
+        ssh::put_settings, ssh::list_principals, ssh::put_principals, ssh::revoke,
+        ssh::agent_ca, ssh::agent_krl,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,
@@ -43,6 +48,9 @@ use super::{agent, api_tokens, audit_log, devices, dns_records, ops, session, te
         wire::RegisterResponse, wire::ServerInfo, wire::Heartbeat, wire::HeartbeatAck,
         wire::DnsRecord, wire::DnsRecordType, wire::CreateDnsRecord, wire::UpdateDnsRecord,
         wire::DnsSettings,
+        wire::SignRequest, wire::SignedCertificate, wire::CaPublicKey, wire::SshCaKeys,
+        wire::SshSettings, wire::PrincipalGrant, wire::IssuedCertificate, wire::RevokeRequest,
+        wire::RevokeResult,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -54,6 +62,7 @@ use super::{agent, api_tokens, audit_log, devices, dns_records, ops, session, te
         (name = "audit", description = "The audit log"),
         (name = "devices", description = "Devices and onboarding tokens of the request's tenant"),
         (name = "dns", description = "Magic DNS custom records of the request's tenant"),
+        (name = "ssh", description = "The tenant's SSH certificate authority: user certificates, CA keys, principals, revocation"),
         (name = "agent", description = "The agent protocol: registration (public), heartbeats (agent API on the overlay address)"),
     )
 )]

@@ -56,7 +56,7 @@ pub async fn create(
             if !problems.is_empty() {
                 return Err(ApiError::Validation(problems));
             }
-            let row = tenants::create_tenant(tx, &body.slug, body.name.trim())
+            let row = tenants::create_tenant(&mut *tx, &body.slug, body.name.trim())
                 .await
                 .map_err(|e| match e {
                     StoreError::Conflict(_) => ApiError::Conflict(format!(
@@ -65,10 +65,24 @@ pub async fn create(
                     )),
                     other => other.into(),
                 })?;
+            let cas = state
+                .ssh
+                .create_tenant_cas(tx, &row)
+                .await
+                .map_err(|e| match e {
+                    crate::ssh::CaSetupError::Store(e) => ApiError::from(e),
+                    crate::ssh::CaSetupError::Files(detail) => {
+                        ApiError::Internal(format!("creating the tenant's SSH CA keys: {detail}"))
+                    }
+                })?;
+            let fingerprints: Vec<_> = cas
+                .iter()
+                .map(|c| json!({"kind": c.kind, "fingerprint": c.fingerprint}))
+                .collect();
             Ok(Outcome::new(
                 row.clone(),
                 row.slug,
-                json!({"name": row.name}),
+                json!({"name": row.name, "ssh_cas": fingerprints}),
             ))
         },
     )

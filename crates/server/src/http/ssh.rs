@@ -1,0 +1,625 @@
+//! `/api/ssh/...`: user certificates, the tenant's CA public keys, validity settings, principal
+//! grants, revocations and the KRL; and the agent API's `/api/agent/ssh/...`.
+
+use std::time::Duration;
+
+use axum::extract::{Extension, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use uuid::Uuid;
+use watchgrid_sshca::{UserCertRequest, Validity};
+use watchgrid_store::devices::Json as DbJson;
+use watchgrid_store::ssh::{self as store, CertRow, GrantSubject, RevokeTarget};
+use watchgrid_store::tenants::{self, TenantRow};
+use watchgrid_store::users;
+use watchgrid_wire::{
+    CaPublicKey, ErrorBody, FieldError, IssuedCertificate, PrincipalGrant, RevokeRequest,
+    RevokeResult, SignRequest, SignedCertificate, SshCaKeys, SshSettings,
+};
+
+use super::extract::{ApiJson, ApiQuery};
+use super::middleware::RequestId;
+use super::{convert, ApiError, ApiResult};
+use crate::audit::{audited, AuditContext, Outcome};
+use crate::auth::{ClientAddr, DeviceCaller, Principal, Scope};
+use crate::ssh::{ActiveCaError, CaKind, KrlError, VALIDITY_CEILING_SECS};
+use crate::state::AppState;
+
+impl From<ActiveCaError> for ApiError {
+    fn from(err: ActiveCaError) -> Self {
+        match err {
+            ActiveCaError::Store(e) => e.into(),
+            ActiveCaError::Unavailable(detail) => {
+                // The detail names server paths: it goes to the log and /healthz, not to the
+                // tenant's users.
+                tracing::error!(%detail, "SSH CA unavailable");
+                ApiError::Unavailable(
+                    "the tenant's SSH certificate authority is unavailable (its key file is \
+                     missing or does not match the recorded key); the server's /healthz \
+                     `ssh_ca` check names the problem and an operator must restore the key \
+                     from the SSH CA backup"
+                        .into(),
+                )
+            }
+        }
+    }
+}
+
+impl From<KrlError> for ApiError {
+    fn from(err: KrlError) -> Self {
+        match err {
+            KrlError::Store(e) => e.into(),
+            KrlError::NoCa => ApiError::Unavailable(
+                "the tenant has no SSH certificate authority yet; retry shortly".into(),
+            ),
+            KrlError::Corrupt(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+fn secs(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A Unix account name a certificate may carry: 1-64 of letters, digits, `.`, `_`, `-`, not
+/// starting with `-`.
+pub fn check_principal(value: &str) -> Result<(), String> {
+    let ok = !value.is_empty()
+        && value.len() <= 64
+        && !value.starts_with('-')
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{value:?} is not a Unix account name: use 1-64 letters, digits, '.', '_' and '-', \
+             not starting with '-'"
+        ))
+    }
+}
+
+#[utoipa::path(post, path = "/api/ssh/certificates", tag = "ssh", security(("bearer" = [])), request_body = SignRequest,
+    responses((status = 201, body = SignedCertificate), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody, description = "The tenant's user CA key is missing or does not match its record")))]
+/// Sign the caller's public key as a user certificate for principals they are allowed.
+pub async fn sign(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ApiJson(body): ApiJson<SignRequest>,
+) -> ApiResult<(StatusCode, Json<SignedCertificate>)> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let tenant = &scope.tenant;
+    audited(
+        &state.db,
+        &ctx,
+        "ssh.certificate.sign",
+        "ssh_certificate",
+        None,
+        async |tx| {
+            let allowed = store::principals_for(
+                &mut *tx,
+                tenant.id,
+                principal.user_id,
+                scope.role.as_str(),
+            )
+            .await?;
+            let principals = choose_principals(&allowed, body.principals.as_deref(), tenant)?;
+            let settings = store::settings(&mut *tx, tenant.id)
+                .await?
+                .ok_or_else(|| ApiError::from(KrlError::NoCa))?;
+            let validity_secs = match body.validity_secs {
+                None => secs(settings.default_validity_secs),
+                Some(0) => return Err(ApiError::invalid("validity_secs", "must be at least 1")),
+                Some(n) if n > secs(settings.max_validity_secs) => {
+                    return Err(ApiError::invalid(
+                        "validity_secs",
+                        format!(
+                            "must be at most {} (the tenant's maximum)",
+                            settings.max_validity_secs
+                        ),
+                    ))
+                }
+                Some(n) => n,
+            };
+            let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::User).await?;
+            let serial = store::allocate_serial(&mut *tx, tenant.id).await?;
+            let key_id = format!("{}@{}#{}", principal.name, tenant.slug, request_id);
+            let now = std::time::SystemTime::now();
+            let validity = Validity::starting_at(now, Duration::from_secs(validity_secs));
+            let request = UserCertRequest::new(
+                body.public_key.trim(),
+                key_id.clone(),
+                principals.clone(),
+                validity,
+                secs(serial),
+            );
+            let certificate = key.sign_user(&request).map_err(sign_error)?;
+            let key_fingerprint = watchgrid_sshca::PublicKey::from_openssh(body.public_key.trim())
+                .map_err(sign_error)?
+                .fingerprint();
+            let row = CertRow {
+                tenant_id: tenant.id,
+                serial,
+                kind: "user".to_owned(),
+                key_id: key_id.clone(),
+                user_id: principal.user_id,
+                subject: principal.name.clone(),
+                device_id: None,
+                principals: DbJson(principals.clone()),
+                key_fingerprint: key_fingerprint.clone(),
+                ca_generation: ca.generation,
+                valid_after: DateTime::<Utc>::from(validity.valid_after),
+                valid_before: DateTime::<Utc>::from(validity.valid_before),
+                request_id: request_id.clone(),
+                created_at: Utc::now(),
+                revoked_at: None,
+            };
+            store::insert_certificate(&mut *tx, &row).await?;
+            let signed = SignedCertificate {
+                certificate,
+                serial: secs(serial),
+                key_id: key_id.clone(),
+                principals: principals.clone(),
+                valid_after: convert::time(row.valid_after),
+                valid_before: convert::time(row.valid_before),
+                ca_fingerprint: ca.fingerprint.clone(),
+            };
+            Ok(Outcome::new(
+                signed,
+                serial,
+                json!({"key_id": key_id, "principals": principals, "key_fingerprint": key_fingerprint,
+                       "valid_before": convert::time(row.valid_before), "ca_generation": ca.generation}),
+            ))
+        },
+    )
+    .await
+    .map(|signed| (StatusCode::CREATED, Json(signed)))
+}
+
+/// The principals to certify: the requested ones if all are allowed, else all allowed ones.
+fn choose_principals(
+    allowed: &[String],
+    requested: Option<&[String]>,
+    tenant: &TenantRow,
+) -> Result<Vec<String>, ApiError> {
+    if allowed.is_empty() {
+        return Err(ApiError::invalid(
+            "principals",
+            format!(
+                "you may not log in as any account in tenant {}: a tenant admin grants principals \
+                 with PUT /api/ssh/principals",
+                tenant.slug
+            ),
+        ));
+    }
+    let Some(requested) = requested else {
+        return Ok(allowed.to_vec());
+    };
+    if requested.is_empty() {
+        return Err(ApiError::invalid(
+            "principals",
+            "must name at least one account (or be left out for all you are allowed)",
+        ));
+    }
+    let denied: Vec<&str> = requested
+        .iter()
+        .filter(|p| !allowed.contains(p))
+        .map(String::as_str)
+        .collect();
+    if !denied.is_empty() {
+        return Err(ApiError::invalid(
+            "principals",
+            format!(
+                "not allowed for you in tenant {}: {} (allowed: {})",
+                tenant.slug,
+                denied.join(", "),
+                allowed.join(", ")
+            ),
+        ));
+    }
+    let mut chosen = requested.to_vec();
+    chosen.sort();
+    chosen.dedup();
+    Ok(chosen)
+}
+
+/// The CA refused the request: the caller's key or principals.
+fn sign_error(err: watchgrid_sshca::Error) -> ApiError {
+    use watchgrid_sshca::Error as E;
+    match err {
+        E::InvalidPublicKey(_) | E::UnsupportedKey { .. } => {
+            ApiError::invalid("public_key", err.to_string())
+        }
+        E::NoPrincipals | E::InvalidPrincipal { .. } => {
+            ApiError::invalid("principals", err.to_string())
+        }
+        other => ApiError::Internal(format!("signing failed: {other}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CertificatesQuery {
+    #[serde(default)]
+    pub user_id: Option<String>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/ssh/certificates", tag = "ssh", security(("bearer" = [])),
+    params(("user_id" = Option<String>, Query), ("limit" = Option<u32>, Query, description = "1-500, default 100")),
+    responses((status = 200, body = Vec<IssuedCertificate>), (status = 403, body = ErrorBody)))]
+/// The newest certificates the tenant's CAs issued.
+pub async fn list_certificates(
+    State(state): State<AppState>,
+    scope: Scope,
+    ApiQuery(query): ApiQuery<CertificatesQuery>,
+) -> ApiResult<Json<Vec<IssuedCertificate>>> {
+    let limit = super::users::page_limit(query.limit)?;
+    let user = match &query.user_id {
+        Some(id) => Some(
+            id.parse::<Uuid>()
+                .map_err(|_| ApiError::invalid("user_id", "must be a user id"))?,
+        ),
+        None => None,
+    };
+    let rows = store::list_certificates(&state.db, scope.tenant.id, user, limit).await?;
+    Ok(Json(rows.iter().map(issued).collect()))
+}
+
+fn issued(row: &CertRow) -> IssuedCertificate {
+    IssuedCertificate {
+        serial: secs(row.serial),
+        kind: row.kind.clone(),
+        key_id: row.key_id.clone(),
+        subject: row.subject.clone(),
+        principals: row.principals.0.clone(),
+        key_fingerprint: row.key_fingerprint.clone(),
+        ca_generation: u32::try_from(row.ca_generation).unwrap_or(0),
+        valid_after: convert::time(row.valid_after),
+        valid_before: convert::time(row.valid_before),
+        created_at: convert::time(row.created_at),
+        revoked_at: row.revoked_at.map(convert::time),
+    }
+}
+
+/// The tenant's CA public keys and the lines devices and clients install.
+pub async fn ca_keys(state: &AppState, tenant: &TenantRow) -> ApiResult<SshCaKeys> {
+    let cas = store::cas_of_tenant(&state.db, tenant.id).await?;
+    if cas.is_empty() {
+        return Err(KrlError::NoCa.into());
+    }
+    let host_pattern = format!("*.{}.{}", tenant.slug, state.config.ssh.dns_domain);
+    let wire = |kind: &str| -> Vec<CaPublicKey> {
+        cas.iter()
+            .filter(|c| c.kind == kind)
+            .map(|c| CaPublicKey {
+                kind: c.kind.clone(),
+                generation: u32::try_from(c.generation).unwrap_or(0),
+                state: c.state.clone(),
+                public_key: c.public_key.clone(),
+                fingerprint: c.fingerprint.clone(),
+                retire_at: c.retire_at.map(convert::time),
+            })
+            .collect()
+    };
+    let (user, host) = (wire("user"), wire("host"));
+    let trusted_user_ca_keys: String = user.iter().map(|k| format!("{}\n", k.public_key)).collect();
+    let known_hosts: String = host
+        .iter()
+        .map(|k| format!("@cert-authority {host_pattern} {}\n", k.public_key))
+        .collect();
+    Ok(SshCaKeys {
+        tenant: tenant.slug.clone(),
+        user,
+        host,
+        trusted_user_ca_keys,
+        known_hosts,
+        host_pattern,
+    })
+}
+
+#[utoipa::path(get, path = "/api/ssh/ca", tag = "ssh", security(("bearer" = [])),
+    responses((status = 200, body = SshCaKeys), (status = 401, body = ErrorBody)))]
+/// The tenant's user and host CA public keys (public: every member may read them).
+pub async fn get_ca(State(state): State<AppState>, scope: Scope) -> ApiResult<Json<SshCaKeys>> {
+    Ok(Json(ca_keys(&state, &scope.tenant).await?))
+}
+
+#[utoipa::path(get, path = "/api/ssh/settings", tag = "ssh", security(("bearer" = [])),
+    responses((status = 200, body = SshSettings), (status = 403, body = ErrorBody)))]
+pub async fn get_settings(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> ApiResult<Json<SshSettings>> {
+    let row = store::settings(&state.db, scope.tenant.id)
+        .await?
+        .ok_or_else(|| ApiError::from(KrlError::NoCa))?;
+    Ok(Json(SshSettings {
+        default_validity_secs: secs(row.default_validity_secs),
+        max_validity_secs: secs(row.max_validity_secs),
+    }))
+}
+
+#[utoipa::path(put, path = "/api/ssh/settings", tag = "ssh", security(("bearer" = [])), request_body = SshSettings,
+    responses((status = 200, body = SshSettings), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+/// Set the tenant's default and maximum validity for user certificates.
+pub async fn put_settings(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<SshSettings>,
+) -> ApiResult<Json<SshSettings>> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ceiling = secs(VALIDITY_CEILING_SECS);
+    audited(
+        &state.db,
+        &ctx,
+        "ssh.settings.update",
+        "ssh_settings",
+        Some(scope.tenant.slug.clone()),
+        async |tx| {
+            let mut problems = Vec::new();
+            if !(60..=ceiling).contains(&body.max_validity_secs) {
+                problems.push(FieldError::new(
+                    "max_validity_secs",
+                    format!("must be from 60 to {ceiling} seconds"),
+                ));
+            }
+            if body.default_validity_secs < 60 || body.default_validity_secs > body.max_validity_secs
+            {
+                problems.push(FieldError::new(
+                    "default_validity_secs",
+                    "must be at least 60 seconds and at most max_validity_secs",
+                ));
+            }
+            if !problems.is_empty() {
+                return Err(ApiError::Validation(problems));
+            }
+            let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            store::set_validity(
+                &mut *tx,
+                scope.tenant.id,
+                as_i64(body.default_validity_secs),
+                as_i64(body.max_validity_secs),
+            )
+            .await?;
+            Ok(Outcome::new(
+                body,
+                &scope.tenant.slug,
+                json!({"default_validity_secs": body.default_validity_secs, "max_validity_secs": body.max_validity_secs}),
+            ))
+        },
+    )
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(get, path = "/api/ssh/principals", tag = "ssh", security(("bearer" = [])),
+    responses((status = 200, body = Vec<PrincipalGrant>), (status = 403, body = ErrorBody)))]
+/// Every principal grant of the tenant.
+pub async fn list_principals(
+    State(state): State<AppState>,
+    scope: Scope,
+) -> ApiResult<Json<Vec<PrincipalGrant>>> {
+    let rows = store::grants(&state.db, scope.tenant.id).await?;
+    let mut grants = Vec::with_capacity(rows.len());
+    for row in rows {
+        let username = match row.user_id {
+            Some(id) => users::member(&state.db, scope.tenant.id, id)
+                .await?
+                .map(|m| m.user.username),
+            None => None,
+        };
+        grants.push(PrincipalGrant {
+            user_id: row.user_id.map(|id| id.to_string()),
+            username,
+            role: row.role.as_deref().and_then(|r| r.parse().ok()),
+            principals: row.principals.0,
+        });
+    }
+    Ok(Json(grants))
+}
+
+#[utoipa::path(put, path = "/api/ssh/principals", tag = "ssh", security(("bearer" = [])), request_body = PrincipalGrant,
+    responses((status = 200, body = PrincipalGrant), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+/// Set the principals one user, or every member with a role, may get certificates for.
+pub async fn put_principals(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<PrincipalGrant>,
+) -> ApiResult<Json<PrincipalGrant>> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let target = body
+        .user_id
+        .clone()
+        .or_else(|| body.role.map(|r| format!("role:{}", r.as_str())));
+    audited(
+        &state.db,
+        &ctx,
+        "ssh.principals.update",
+        "ssh_principals",
+        target,
+        async |tx| {
+            let mut problems = Vec::new();
+            for p in &body.principals {
+                if let Err(reason) = check_principal(p) {
+                    problems.push(FieldError::new("principals", reason));
+                }
+            }
+            if body.principals.len() > 64 {
+                problems.push(FieldError::new("principals", "at most 64 principals"));
+            }
+            let subject = match (&body.user_id, body.role) {
+                (Some(_), Some(_)) | (None, None) => {
+                    problems.push(FieldError::new(
+                        "user_id",
+                        "give exactly one of user_id and role",
+                    ));
+                    None
+                }
+                (Some(id), None) => match id.parse::<Uuid>() {
+                    Ok(id) => Some(GrantSubject::User(id)),
+                    Err(_) => return Err(ApiError::NotFound),
+                },
+                (None, Some(role)) => Some(GrantSubject::Role(role.as_str())),
+            };
+            let Some(subject) = subject.filter(|_| problems.is_empty()) else {
+                return Err(ApiError::Validation(problems));
+            };
+            let mut username = None;
+            if let GrantSubject::User(id) = subject {
+                // Another tenant's user is not found, like a missing one.
+                let member = users::member(&mut *tx, scope.tenant.id, id)
+                    .await?
+                    .ok_or(ApiError::NotFound)?;
+                username = Some(member.user.username);
+            }
+            let mut principals = body.principals.clone();
+            principals.sort();
+            principals.dedup();
+            store::set_grant(&mut *tx, scope.tenant.id, subject, &principals, &ctx.actor).await?;
+            let grant = PrincipalGrant {
+                user_id: body.user_id.clone(),
+                username,
+                role: body.role,
+                principals: principals.clone(),
+            };
+            Ok(Outcome::new(
+                grant,
+                body.user_id
+                    .clone()
+                    .or_else(|| body.role.map(|r| format!("role:{}", r.as_str())))
+                    .unwrap_or_default(),
+                json!({"principals": principals}),
+            ))
+        },
+    )
+    .await
+    .map(Json)
+}
+
+#[utoipa::path(post, path = "/api/ssh/revocations", tag = "ssh", security(("bearer" = [])), request_body = RevokeRequest,
+    responses((status = 200, body = RevokeResult), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+/// Revoke certificates by serial, by key id, or all of a user's; the KRL changes at once.
+pub async fn revoke(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    ApiJson(body): ApiJson<RevokeRequest>,
+) -> ApiResult<Json<RevokeResult>> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let reason = body.reason.clone().unwrap_or_default();
+    audited(
+        &state.db,
+        &ctx,
+        "ssh.certificate.revoke",
+        "ssh_certificate",
+        None,
+        async |tx| {
+            let target = match (&body.serial, &body.key_id, &body.user_id) {
+                (Some(serial), None, None) => RevokeTarget::Serial(
+                    i64::try_from(*serial)
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| ApiError::invalid("serial", "must be from 1 to 2^63-1"))?,
+                ),
+                (None, Some(key_id), None) => {
+                    if key_id.is_empty() || key_id.len() > 256 || key_id.chars().any(char::is_control)
+                    {
+                        return Err(ApiError::invalid(
+                            "key_id",
+                            "must be 1-256 characters without control characters",
+                        ));
+                    }
+                    RevokeTarget::KeyId(key_id.clone())
+                }
+                (None, None, Some(user)) => {
+                    let id = user.parse::<Uuid>().map_err(|_| ApiError::NotFound)?;
+                    users::member(&mut *tx, scope.tenant.id, id)
+                        .await?
+                        .ok_or(ApiError::NotFound)?;
+                    RevokeTarget::User(id)
+                }
+                _ => {
+                    return Err(ApiError::invalid(
+                        "serial",
+                        "give exactly one of serial, key_id and user_id",
+                    ))
+                }
+            };
+            if reason.len() > 500 || reason.chars().any(char::is_control) {
+                return Err(ApiError::invalid(
+                    "reason",
+                    "must be at most 500 characters without control characters",
+                ));
+            }
+            let marked = store::revoke(&mut *tx, scope.tenant.id, &target, &reason, &ctx.actor)
+                .await?;
+            if marked == 0 && matches!(target, RevokeTarget::Serial(_)) {
+                return Err(ApiError::NotFound);
+            }
+            Ok(Outcome::new(
+                RevokeResult {
+                    revoked_certificates: marked,
+                },
+                format!("{}:{}", target.kind(), target.value()),
+                json!({"kind": target.kind(), "value": target.value(), "reason": reason, "certificates": marked}),
+            ))
+        },
+    )
+    .await
+    .map(Json)
+}
+
+fn krl_response(bytes: Vec<u8>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/octet-stream")], bytes)
+}
+
+#[utoipa::path(get, path = "/api/ssh/krl", tag = "ssh", security(("bearer" = [])),
+    responses((status = 200, description = "The tenant's OpenSSH KRL (binary), for sshd's RevokedKeys", content_type = "application/octet-stream")))]
+/// The tenant's key revocation list.
+pub async fn krl(State(state): State<AppState>, scope: Scope) -> ApiResult<impl IntoResponse> {
+    let bytes = state.ssh.krl(&state.db, &scope.tenant, Utc::now()).await?;
+    Ok(krl_response(bytes))
+}
+
+async fn device_tenant(state: &AppState, device: &DeviceCaller) -> ApiResult<TenantRow> {
+    tenants::tenant_by_id(&state.db, device.0.tenant_id)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
+#[utoipa::path(get, path = "/api/agent/ssh/krl", tag = "agent", security(("device" = [])),
+    responses((status = 200, description = "The device's tenant's OpenSSH KRL (binary)", content_type = "application/octet-stream"), (status = 401, body = ErrorBody)))]
+/// `GET /api/agent/ssh/krl` (agent API): the KRL for the device's sshd.
+pub async fn agent_krl(
+    State(state): State<AppState>,
+    device: DeviceCaller,
+) -> ApiResult<impl IntoResponse> {
+    let tenant = device_tenant(&state, &device).await?;
+    let bytes = state.ssh.krl(&state.db, &tenant, Utc::now()).await?;
+    Ok(krl_response(bytes))
+}
+
+#[utoipa::path(get, path = "/api/agent/ssh/ca", tag = "agent", security(("device" = [])),
+    responses((status = 200, body = SshCaKeys), (status = 401, body = ErrorBody)))]
+/// `GET /api/agent/ssh/ca` (agent API): the CA keys the device's sshd trusts.
+pub async fn agent_ca(
+    State(state): State<AppState>,
+    device: DeviceCaller,
+) -> ApiResult<Json<SshCaKeys>> {
+    let tenant = device_tenant(&state, &device).await?;
+    Ok(Json(ca_keys(&state, &tenant).await?))
+}

@@ -1,0 +1,728 @@
+//! The SSH certificate authority in the server, on SQLite and PostgreSQL, checked with OpenSSH's
+//! own tools: per-tenant CA files and their records, user certificates for granted principals
+//! (`ssh-keygen -L` parses each), validity bounds, revocation and the KRL (`ssh-keygen -Q`
+//! agrees), the agent API's CA and KRL, and a wiped or swapped key file failing `/healthz` and
+//! signing until it is restored — never replaced.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test should fail loudly on any unexpected error"
+)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use common::{Reply, TestApp};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use watchgrid_testkit::{backend_tests, TestBackend};
+
+backend_tests!(
+    tenants_get_their_own_cas,
+    certificates_for_granted_principals_only,
+    revocations_reach_the_krl,
+    a_wiped_ca_fails_health_and_signing_until_restored,
+);
+
+const NO_WG: &[(&str, &str)] = &[("WATCHGRID_WG_BACKEND", "none")];
+
+fn ca_dir(app: &TestApp) -> PathBuf {
+    app.state.config.ssh.ca_dir.clone()
+}
+
+/// `ssh-keygen` with `args`, in UTC; returns (success, stdout + stderr).
+fn ssh_keygen(args: &[&str]) -> (bool, String) {
+    let out = Command::new("ssh-keygen")
+        .args(args)
+        .env("TZ", "UTC")
+        .output()
+        .expect("ssh-keygen is installed (apt-get install openssh-client)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A new Ed25519 key made by ssh-keygen; returns its public line.
+fn user_key(dir: &Path, name: &str) -> String {
+    let path = dir.join(name);
+    let (ok, out) = ssh_keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-C",
+        name,
+        "-f",
+        path.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}");
+    std::fs::read_to_string(dir.join(format!("{name}.pub")))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// `ssh-keygen -L` of a certificate line; panics unless it parses.
+fn listing(dir: &Path, name: &str, certificate: &str) -> String {
+    let path = dir.join(format!("{name}-cert.pub"));
+    std::fs::write(&path, format!("{certificate}\n")).unwrap();
+    let (ok, out) = ssh_keygen(&["-L", "-f", path.to_str().unwrap()]);
+    assert!(ok, "ssh-keygen -L refused the certificate: {out}");
+    out
+}
+
+async fn create_tenant(app: &TestApp, root: &str, slug: &str) -> Value {
+    let reply = app
+        .call("POST", "/api/tenants")
+        .token(root)
+        .json(json!({"slug": slug, "name": slug}))
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+    reply.json()
+}
+
+async fn grant(app: &TestApp, token: &str, tenant: &str, body: Value) -> Reply {
+    app.call("PUT", "/api/ssh/principals")
+        .token(token)
+        .tenant(tenant)
+        .json(body)
+        .send()
+        .await
+}
+
+async fn sign(app: &TestApp, token: &str, tenant: &str, body: Value) -> Reply {
+    app.call("POST", "/api/ssh/certificates")
+        .token(token)
+        .tenant(tenant)
+        .json(body)
+        .send()
+        .await
+}
+
+/// Tenant `acme`, whose owners may log in as `root`.
+async fn acme_with_root_principal(app: &TestApp, root: &str) {
+    create_tenant(app, root, "acme").await;
+    let granted = grant(
+        app,
+        root,
+        "acme",
+        json!({"role": "owner", "principals": ["root"]}),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+}
+
+/// The length of a signed certificate's validity window, in seconds.
+fn validity_secs(signed: &Value) -> i64 {
+    let at = |field: &str| {
+        chrono::DateTime::parse_from_rfc3339(signed[field].as_str().unwrap()).unwrap()
+    };
+    (at("valid_before") - at("valid_after")).num_seconds()
+}
+
+/// A second server state on the same database and directories, started like `serve` starts.
+async fn restart(app: &TestApp) -> watchgrid_server::state::AppState {
+    let state = common::state_for(
+        &app.db,
+        &[
+            ("WATCHGRID_WG_BACKEND", "none"),
+            ("ADMIN_PASSWORD", common::ADMIN_PASSWORD),
+        ],
+    )
+    .await;
+    assert!(watchgrid_server::serve::prepare_database(&state, state.db.migrator()).await);
+    state
+}
+
+fn fingerprint_of(path: &Path) -> String {
+    let (ok, out) = ssh_keygen(&["-lf", path.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    out.split_whitespace().nth(1).unwrap().to_owned()
+}
+
+async fn tenants_get_their_own_cas(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    create_tenant(&app, &root, "acme").await;
+    let dir = ca_dir(&app);
+    // The bootstrap tenant got its CAs at start-up, the new tenant on creation.
+    for slug in ["default", "acme"] {
+        let ca = app
+            .call("GET", "/api/ssh/ca")
+            .token(&root)
+            .tenant(slug)
+            .send()
+            .await;
+        assert_eq!(ca.status, StatusCode::OK, "{}", ca.body);
+        let ca = ca.json();
+        for kind in ["user", "host"] {
+            let file = dir.join(format!("ca_{slug}_{kind}"));
+            let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", file.display());
+            let recorded = &ca[kind][0];
+            assert_eq!(recorded["generation"], 1);
+            assert_eq!(recorded["state"], "active");
+            // ssh-keygen agrees with the recorded fingerprint, for the private and public file.
+            assert_eq!(recorded["fingerprint"], fingerprint_of(&file));
+            assert_eq!(
+                recorded["fingerprint"],
+                fingerprint_of(&dir.join(format!("ca_{slug}_{kind}.pub")))
+            );
+        }
+        assert_eq!(ca["host_pattern"], format!("*.{slug}.watchgrid.internal"));
+        assert_eq!(
+            ca["known_hosts"],
+            format!(
+                "@cert-authority *.{slug}.watchgrid.internal {}\n",
+                ca["host"][0]["public_key"].as_str().unwrap()
+            )
+        );
+        assert_eq!(
+            ca["trusted_user_ca_keys"],
+            format!("{}\n", ca["user"][0]["public_key"].as_str().unwrap())
+        );
+    }
+    let default_ca = app
+        .call("GET", "/api/ssh/ca")
+        .token(&root)
+        .tenant("default")
+        .send()
+        .await
+        .json();
+    let acme_ca = app
+        .call("GET", "/api/ssh/ca")
+        .token(&root)
+        .tenant("acme")
+        .send()
+        .await
+        .json();
+    assert_ne!(
+        default_ca["user"][0]["fingerprint"],
+        acme_ca["user"][0]["fingerprint"]
+    );
+
+    // A restart finds the records and files and changes nothing.
+    let before: Vec<_> = ["user", "host"]
+        .iter()
+        .map(|k| std::fs::read(dir.join(format!("ca_acme_{k}"))).unwrap())
+        .collect();
+    let again = restart(&app).await;
+    let after: Vec<_> = ["user", "host"]
+        .iter()
+        .map(|k| std::fs::read(dir.join(format!("ca_acme_{k}"))).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    assert!(again.health.health().await.is_ok());
+}
+
+async fn certificates_for_granted_principals_only(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "admin-laptop");
+
+    // Nothing granted yet: refused, with the reason.
+    let refused = sign(&app, &root, "default", json!({"public_key": key})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.body
+    );
+    assert_eq!(refused.json()["error"]["fields"][0]["field"], "principals");
+
+    let login = app.login("admin", common::ADMIN_PASSWORD).await;
+    let admin_id = login["user"]["id"].as_str().unwrap().to_owned();
+    let granted = grant(
+        &app,
+        &root,
+        "default",
+        json!({"user_id": admin_id, "principals": ["root", "deploy"]}),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    assert_eq!(granted.json()["username"], "admin");
+    let by_role = grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "owner", "principals": ["ops"]}),
+    )
+    .await;
+    assert_eq!(by_role.status, StatusCode::OK, "{}", by_role.body);
+    let bad = grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "owner", "principals": ["-oProxyCommand"]}),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let both = grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "owner", "user_id": admin_id, "principals": ["x"]}),
+    )
+    .await;
+    assert_eq!(both.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    // All allowed principals by default; the user's and the role's grants together.
+    let all = sign(&app, &root, "default", json!({"public_key": key})).await;
+    assert_eq!(all.status, StatusCode::CREATED, "{}", all.body);
+    let all = all.json();
+    assert_eq!(all["principals"], json!(["deploy", "ops", "root"]));
+    assert_eq!(all["serial"], 1);
+    let ca = app
+        .call("GET", "/api/ssh/ca")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(all["ca_fingerprint"], ca["user"][0]["fingerprint"]);
+    let text = listing(keys.path(), "all", all["certificate"].as_str().unwrap());
+    assert!(
+        text.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!(
+            "Signing CA: ED25519 {}",
+            ca["user"][0]["fingerprint"].as_str().unwrap()
+        )),
+        "{text}"
+    );
+    assert!(text.contains("Serial: 1"), "{text}");
+    let key_id = all["key_id"].as_str().unwrap();
+    assert!(key_id.starts_with("admin@default#"), "{key_id}");
+    assert!(text.contains(&format!("Key ID: \"{key_id}\"")), "{text}");
+    for p in ["root", "deploy", "ops"] {
+        assert!(text.contains(&format!("\n                {p}\n")), "{text}");
+    }
+    assert!(text.contains("permit-pty"), "{text}");
+
+    // One requested principal; the tenant's default validity (an hour, five minutes' skew).
+    let one = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": key, "principals": ["deploy"]}),
+    )
+    .await
+    .json();
+    assert_eq!(one["principals"], json!(["deploy"]));
+    assert_eq!(one["serial"], 2);
+    assert_eq!(validity_secs(&one), 3600 + 300);
+    let text = listing(keys.path(), "one", one["certificate"].as_str().unwrap());
+    assert!(!text.contains("                root\n"), "{text}");
+
+    // A principal not granted, a too long validity, a bad key: refused, nothing issued.
+    let denied = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": key, "principals": ["deploy", "postgres"]}),
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(denied.body.contains("postgres"), "{}", denied.body);
+    let long = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": key, "validity_secs": 13 * 3600}),
+    )
+    .await;
+    assert_eq!(long.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(long.json()["error"]["fields"][0]["field"], "validity_secs");
+    let garbage = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": "ssh-ed25519 AAAA"}),
+    )
+    .await;
+    assert_eq!(garbage.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(garbage.json()["error"]["fields"][0]["field"], "public_key");
+
+    // The tenant's bounds are the admin's to set.
+    let settings = app
+        .call("PUT", "/api/ssh/settings")
+        .token(&root)
+        .json(json!({"default_validity_secs": 600, "max_validity_secs": 86400}))
+        .send()
+        .await;
+    assert_eq!(settings.status, StatusCode::OK, "{}", settings.body);
+    let invalid = app
+        .call("PUT", "/api/ssh/settings")
+        .token(&root)
+        .json(json!({"default_validity_secs": 7200, "max_validity_secs": 3600}))
+        .send()
+        .await;
+    assert_eq!(invalid.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let long = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": key, "validity_secs": 13 * 3600}),
+    )
+    .await;
+    assert_eq!(long.status, StatusCode::CREATED, "{}", long.body);
+    assert_eq!(long.json()["serial"], 3, "refused requests used no serial");
+    let short = sign(&app, &root, "default", json!({"public_key": key}))
+        .await
+        .json();
+    assert_eq!(validity_secs(&short), 600 + 300);
+
+    // Serials are per tenant: another tenant starts at 1, under its own CA.
+    acme_with_root_principal(&app, &root).await;
+    let acme = sign(&app, &root, "acme", json!({"public_key": key}))
+        .await
+        .json();
+    assert_eq!(acme["serial"], 1);
+    assert_ne!(acme["ca_fingerprint"], all["ca_fingerprint"]);
+    listing(keys.path(), "acme", acme["certificate"].as_str().unwrap());
+
+    // Every signing is audited and listed.
+    let audit = app
+        .call("GET", "/api/audit?action=ssh.certificate.sign")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    let items = audit["items"].as_array().unwrap();
+    assert_eq!(
+        items.iter().filter(|e| e["success"] == true).count(),
+        4,
+        "{audit}"
+    );
+    assert!(items.iter().any(|e| e["success"] == false));
+    let issued = app
+        .call("GET", "/api/ssh/certificates")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(issued.as_array().unwrap().len(), 4);
+    assert_eq!(issued[0]["serial"], 4);
+    assert_eq!(issued[0]["subject"], "admin");
+}
+
+/// A device enrolled through the API; returns its overlay address and credential.
+async fn enroll(app: &TestApp, admin: &str) -> (String, String) {
+    let token = app
+        .call("POST", "/api/onboarding-tokens")
+        .token(admin)
+        .json(json!({"description": "ssh test"}))
+        .send()
+        .await
+        .json()["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let key = watchgrid_wireguard::key::PrivateKey::generate()
+        .public_key()
+        .to_string();
+    let enrolled = app
+        .call("POST", "/api/agent/register")
+        .json(json!({"token": token, "hostname": "web-01", "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key}))
+        .send()
+        .await;
+    assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
+    let enrolled = enrolled.json();
+    let address = enrolled["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (address, enrolled["credential"].as_str().unwrap().to_owned())
+}
+
+async fn agent_get(
+    app: &TestApp,
+    from: &str,
+    credential: &str,
+    path: &str,
+) -> (StatusCode, Vec<u8>) {
+    let router = watchgrid_server::http::agent_router(app.state.clone()).layer(MockConnectInfo(
+        SocketAddr::new(from.parse().unwrap(), 40000),
+    ));
+    let request = Request::get(path)
+        .header("authorization", format!("Bearer {credential}"))
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(request).await.unwrap();
+    let status = response.status();
+    (
+        status,
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+}
+
+/// The body of a successful response, as bytes (the KRL is binary).
+async fn bytes(router: axum::Router, request: Request<Body>) -> Vec<u8> {
+    let response = router.oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec()
+}
+
+/// `ssh-keygen -Q -f krl cert`: true when REVOKED.
+fn revoked(dir: &Path, krl: &[u8], name: &str) -> bool {
+    let krl_path = dir.join("krl");
+    std::fs::write(&krl_path, krl).unwrap();
+    let cert = dir.join(format!("{name}-cert.pub"));
+    let (ok, out) = ssh_keygen(&[
+        "-Q",
+        "-f",
+        krl_path.to_str().unwrap(),
+        cert.to_str().unwrap(),
+    ]);
+    assert_eq!(ok, out.contains(": ok"), "{out}");
+    !ok && out.contains("REVOKED")
+}
+
+async fn revocations_reach_the_krl(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "owner", "principals": ["root"]}),
+    )
+    .await;
+    app.call("POST", "/api/users")
+        .token(&root)
+        .json(json!({"username": "bob", "password": "Bob-Pass-word-1", "role": "operator"}))
+        .send()
+        .await;
+    let bob = app.login("bob", "Bob-Pass-word-1").await;
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+    grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "operator", "principals": ["bob"]}),
+    )
+    .await;
+
+    let mut certs = Vec::new();
+    for (name, token) in [
+        ("a", &root),
+        ("b", &root),
+        ("c", &root),
+        ("bob1", &bob_token),
+        ("bob2", &bob_token),
+    ] {
+        let signed = sign(&app, token, "default", json!({"public_key": key})).await;
+        assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
+        let signed = signed.json();
+        listing(keys.path(), name, signed["certificate"].as_str().unwrap());
+        certs.push((name, signed));
+    }
+    // A viewer may not revoke; a bob (operator) may not either.
+    let refused = app
+        .call("POST", "/api/ssh/revocations")
+        .token(&bob_token)
+        .json(json!({"serial": 1}))
+        .send()
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+
+    let krl = || {
+        bytes(
+            app.router.clone(),
+            Request::get("/api/ssh/krl")
+                .header("authorization", format!("Bearer {root}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+    };
+    let empty = krl().await;
+    for (name, _) in &certs {
+        assert!(!revoked(keys.path(), &empty, name));
+    }
+
+    let revoke = |body: Value| {
+        app.call("POST", "/api/ssh/revocations")
+            .token(&root)
+            .json(body)
+            .send()
+    };
+    let by_serial =
+        revoke(json!({"serial": certs[0].1["serial"], "reason": "laptop stolen"})).await;
+    assert_eq!(by_serial.status, StatusCode::OK, "{}", by_serial.body);
+    assert_eq!(by_serial.json()["revoked_certificates"], 1);
+    assert_eq!(
+        revoke(json!({"serial": 999})).await.status,
+        StatusCode::NOT_FOUND
+    );
+    let by_key_id = revoke(json!({"key_id": certs[1].1["key_id"]})).await;
+    assert_eq!(by_key_id.json()["revoked_certificates"], 1);
+    let bob_id = bob["user"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("login response has the user id: {bob}"));
+    let by_user = revoke(json!({"user_id": bob_id})).await;
+    assert_eq!(by_user.status, StatusCode::OK, "{}", by_user.body);
+    assert_eq!(by_user.json()["revoked_certificates"], 2);
+    assert_eq!(
+        revoke(json!({"serial": 1, "key_id": "x"})).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    let list = krl().await;
+    assert!(revoked(keys.path(), &list, "a"));
+    assert!(revoked(keys.path(), &list, "b"));
+    assert!(!revoked(keys.path(), &list, "c"));
+    assert!(revoked(keys.path(), &list, "bob1"));
+    assert!(revoked(keys.path(), &list, "bob2"));
+    // ssh-keygen lists what was revoked.
+    std::fs::write(keys.path().join("krl"), &list).unwrap();
+    let (ok, text) = ssh_keygen(&["-Q", "-l", "-f", keys.path().join("krl").to_str().unwrap()]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(certs[1].1["key_id"].as_str().unwrap()),
+        "{text}"
+    );
+
+    // The agent API serves the same KRL and the CA keys to the tenant's devices.
+    let (address, credential) = enroll(&app, &root).await;
+    let (status, agent_krl) = agent_get(&app, &address, &credential, "/api/agent/ssh/krl").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoked(keys.path(), &agent_krl, "a"));
+    assert!(!revoked(keys.path(), &agent_krl, "c"));
+    let (status, ca) = agent_get(&app, &address, &credential, "/api/agent/ssh/ca").await;
+    assert_eq!(status, StatusCode::OK);
+    let ca: Value = serde_json::from_slice(&ca).unwrap();
+    assert_eq!(ca["tenant"], "default");
+    assert!(ca["trusted_user_ca_keys"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh-ed25519 "));
+
+    let audit = app
+        .call("GET", "/api/audit?action=ssh.certificate.revoke")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert!(audit["items"].as_array().unwrap().len() >= 3, "{audit}");
+}
+
+async fn a_wiped_ca_fails_health_and_signing_until_restored(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    acme_with_root_principal(&app, &root).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    let first = sign(&app, &root, "acme", json!({"public_key": key})).await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(app.get("/healthz").await.json()["checks"]["ssh_ca"], "ok");
+
+    // Wipe the CA directory's keys (a lost volume).
+    let dir = ca_dir(&app);
+    let saved = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
+        if name.starts_with("ca_") {
+            std::fs::copy(&path, saved.path().join(&name)).unwrap();
+            std::fs::remove_file(&path).unwrap();
+        }
+    }
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    let check = health.json()["checks"]["ssh_ca"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(check.starts_with("error: "), "{check}");
+    assert!(
+        check.contains("tenant acme") && check.contains("tenant default"),
+        "{check}"
+    );
+    assert!(check.contains("is missing"), "{check}");
+    let refused = sign(&app, &root, "acme", json!({"public_key": key})).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        refused.body
+    );
+    assert!(refused.json()["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("SSH certificate authority is unavailable"));
+
+    // A restart does not make new keys in their place.
+    let again = restart(&app).await;
+    assert!(!dir.join("ca_acme_user").exists());
+    assert!(!again.health.health().await.is_ok());
+
+    // A different key under the right name is refused as well.
+    std::fs::copy(
+        saved.path().join("ca_default_user"),
+        dir.join("ca_acme_user"),
+    )
+    .unwrap();
+    let check = app.get("/healthz").await.json()["checks"]["ssh_ca"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        check.contains("tenant acme: user CA key") && check.contains("does not match"),
+        "{check}"
+    );
+    assert_eq!(
+        sign(&app, &root, "acme", json!({"public_key": key}))
+            .await
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+
+    // Restored: healthy again without a restart, and signing works under the same CA.
+    for entry in std::fs::read_dir(saved.path()).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+    }
+    let health = app.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    let signed = sign(&app, &root, "acme", json!({"public_key": key})).await;
+    assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
+    assert_eq!(
+        signed.json()["ca_fingerprint"],
+        first.json()["ca_fingerprint"]
+    );
+}
