@@ -7,7 +7,10 @@ use std::time::Duration;
 use reqwest::{Client, RequestBuilder, Response};
 use serde::de::DeserializeOwned;
 use watchgrid_clientkit::http::{client, transport_reason, ClientOptions, ErrorAnswer};
-use watchgrid_wire::{Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo};
+use watchgrid_wire::{
+    Heartbeat, HeartbeatAck, HostCertificate, HostCertificateRequest, RegisterRequest,
+    RegisterResponse, ServerInfo, SshCaKeys,
+};
 
 use crate::args::ServerUrl;
 use crate::error::AgentError;
@@ -26,6 +29,9 @@ const USER_AGENT: &str = concat!("watchgrid-agent/", env!("CARGO_PKG_VERSION"));
 pub const REGISTER_PATH: &str = "/api/agent/register";
 pub const SERVER_INFO_PATH: &str = "/api/agent/server-info";
 pub const HEARTBEAT_PATH: &str = "/api/agent/heartbeat";
+pub const SSH_CA_PATH: &str = "/api/agent/ssh/ca";
+pub const SSH_KRL_PATH: &str = "/api/agent/ssh/krl";
+pub const SSH_HOST_CERT_PATH: &str = "/api/agent/ssh/host-certificate";
 
 /// Calls to the server's public URL (the system's HTTPS proxy settings apply).
 #[derive(Debug, Clone)]
@@ -68,6 +74,7 @@ impl PublicClient {
 #[derive(Clone)]
 pub struct AgentApiClient {
     http: Client,
+    base: String,
     heartbeat_url: String,
     credential: String,
 }
@@ -92,6 +99,7 @@ impl AgentApiClient {
         .map_err(AgentError::Failed)?;
         Ok(AgentApiClient {
             http,
+            base: agent_api.trim_end_matches('/').to_string(),
             heartbeat_url: format!("{}{HEARTBEAT_PATH}", agent_api.trim_end_matches('/')),
             credential: credential.to_string(),
         })
@@ -109,6 +117,58 @@ impl AgentApiClient {
             .bearer_auth(&self.credential)
             .json(beat);
         send(request, &self.heartbeat_url, "heartbeat").await
+    }
+}
+
+impl AgentApiClient {
+    /// `GET /api/agent/ssh/ca`: the tenant's CA keys.
+    pub async fn ssh_ca(&self) -> Result<SshCaKeys, AgentError> {
+        let url = format!("{}{SSH_CA_PATH}", self.base);
+        let request = self.http.get(&url).bearer_auth(&self.credential);
+        send(request, &url, "the SSH CA request").await
+    }
+
+    /// `GET /api/agent/ssh/krl`: the tenant's KRL, binary.
+    pub async fn ssh_krl(&self) -> Result<Vec<u8>, AgentError> {
+        let url = format!("{}{SSH_KRL_PATH}", self.base);
+        let request = self.http.get(&url).bearer_auth(&self.credential);
+        let response = request.send().await.map_err(|e| AgentError::Unreachable {
+            url: url.clone(),
+            reason: transport_reason(&e),
+        })?;
+        if !response.status().is_success() {
+            return Err(AgentError::api(
+                "the SSH KRL request",
+                ErrorAnswer::read(response).await,
+            ));
+        }
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| AgentError::Unreachable {
+                url: url.clone(),
+                reason: transport_reason(&e),
+            })?;
+        if !bytes.starts_with(b"SSHKRL\n\0") {
+            return Err(AgentError::InvalidAnswer {
+                url,
+                reason: "not an OpenSSH KRL".into(),
+            });
+        }
+        Ok(bytes.to_vec())
+    }
+
+    /// `POST /api/agent/ssh/host-certificate`: certify this host's SSH key.
+    pub async fn host_certificate(&self, public_key: &str) -> Result<HostCertificate, AgentError> {
+        let url = format!("{}{SSH_HOST_CERT_PATH}", self.base);
+        let request =
+            self.http
+                .post(&url)
+                .bearer_auth(&self.credential)
+                .json(&HostCertificateRequest {
+                    public_key: public_key.to_string(),
+                });
+        send(request, &url, "the SSH host certificate request").await
     }
 }
 

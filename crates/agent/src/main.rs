@@ -13,6 +13,7 @@ mod error;
 mod host;
 mod net;
 mod pin;
+mod ssh;
 mod state;
 mod telemetry;
 mod tunnel;

@@ -194,6 +194,8 @@ pub struct SshConfig {
     /// The Magic DNS suffix (`WATCHGRID_DNS_DOMAIN`, read with the DNS settings): devices are
     /// `<device>.<tenant>.<domain>`; host certificates and the `@cert-authority` line name it.
     pub dns_domain: String,
+    /// How long devices' host certificates are valid; agents renew them at half-life.
+    pub host_cert_validity_secs: u32,
 }
 
 /// Which WireGuard implementation drives the hub interface.
@@ -721,9 +723,20 @@ fn read_ssh(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, dns_domain: &str) -
     let ca_dir = r
         .get("WATCHGRID_SSH_CA_DIR")
         .map_or(default_ca_dir, PathBuf::from);
+    let host_cert_validity_secs = r.parse(
+        "WATCHGRID_SSH_HOST_CERT_VALIDITY_SECS",
+        30 * 24 * 3600,
+        |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|s| (60..=365 * 24 * 3600).contains(s))
+                .ok_or_else(|| "must be a whole number of seconds from 60 to 31536000".to_owned())
+        },
+    );
     SshConfig {
         ca_dir,
         dns_domain: dns_domain.to_owned(),
+        host_cert_validity_secs,
     }
 }
 

@@ -29,8 +29,6 @@ pub const DEFAULT_VALIDITY_SECS: i64 = 3600;
 pub const DEFAULT_MAX_VALIDITY_SECS: i64 = 12 * 3600;
 /// The longest validity a tenant may allow at all.
 pub const VALIDITY_CEILING_SECS: i64 = 7 * 24 * 3600;
-/// Host certificates are renewed by the agent well before this.
-pub const HOST_CERT_VALIDITY_SECS: i64 = 30 * 24 * 3600;
 
 /// The two CAs of a tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -30,6 +30,7 @@ backend_tests!(
     certificates_for_granted_principals_only,
     revocations_reach_the_krl,
     a_wiped_ca_fails_health_and_signing_until_restored,
+    devices_get_host_certificates,
 );
 
 const NO_WG: &[(&str, &str)] = &[("WATCHGRID_WG_BACKEND", "none")];
@@ -83,6 +84,25 @@ fn listing(dir: &Path, name: &str, certificate: &str) -> String {
     let (ok, out) = ssh_keygen(&["-L", "-f", path.to_str().unwrap()]);
     assert!(ok, "ssh-keygen -L refused the certificate: {out}");
     out
+}
+
+/// `ssh-keygen -L` of a signed certificate: a `kind` certificate signed by the tenant's
+/// first `kind` CA (as `GET /api/ssh/ca` lists it), which the answer names too.
+fn signed_by(dir: &Path, name: &str, signed: &Value, ca: &Value, kind: &str) -> String {
+    let fingerprint = ca[kind][0]["fingerprint"].as_str().unwrap();
+    assert_eq!(signed["ca_fingerprint"], fingerprint);
+    let text = listing(dir, name, signed["certificate"].as_str().unwrap());
+    assert!(
+        text.contains(&format!(
+            "Type: ssh-ed25519-cert-v01@openssh.com {kind} certificate"
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("Signing CA: ED25519 {fingerprint}")),
+        "{text}"
+    );
+    text
 }
 
 async fn create_tenant(app: &TestApp, root: &str, slug: &str) -> Value {
@@ -294,19 +314,7 @@ async fn certificates_for_granted_principals_only(backend: TestBackend) {
         .send()
         .await
         .json();
-    assert_eq!(all["ca_fingerprint"], ca["user"][0]["fingerprint"]);
-    let text = listing(keys.path(), "all", all["certificate"].as_str().unwrap());
-    assert!(
-        text.contains("Type: ssh-ed25519-cert-v01@openssh.com user certificate"),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
-            "Signing CA: ED25519 {}",
-            ca["user"][0]["fingerprint"].as_str().unwrap()
-        )),
-        "{text}"
-    );
+    let text = signed_by(keys.path(), "all", &all, &ca, "user");
     assert!(text.contains("Serial: 1"), "{text}");
     let key_id = all["key_id"].as_str().unwrap();
     assert!(key_id.starts_with("admin@default#"), "{key_id}");
@@ -423,8 +431,27 @@ async fn certificates_for_granted_principals_only(backend: TestBackend) {
     assert_eq!(issued[0]["subject"], "admin");
 }
 
+fn fresh_wg_key() -> String {
+    watchgrid_wireguard::key::PrivateKey::generate()
+        .public_key()
+        .to_string()
+}
+
 /// A device enrolled through the API; returns its overlay address and credential.
 async fn enroll(app: &TestApp, admin: &str) -> (String, String) {
+    let enrolled = enroll_with(app, admin, None).await;
+    let address = enrolled["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    (address, enrolled["credential"].as_str().unwrap().to_owned())
+}
+
+/// Enroll device `web-01`, sending `ssh_host_key` if given; returns the registration answer.
+async fn enroll_with(app: &TestApp, admin: &str, ssh_host_key: Option<&str>) -> Value {
     let token = app
         .call("POST", "/api/onboarding-tokens")
         .token(admin)
@@ -435,24 +462,14 @@ async fn enroll(app: &TestApp, admin: &str) -> (String, String) {
         .as_str()
         .unwrap()
         .to_owned();
-    let key = watchgrid_wireguard::key::PrivateKey::generate()
-        .public_key()
-        .to_string();
+    let key = fresh_wg_key();
     let enrolled = app
         .call("POST", "/api/agent/register")
-        .json(json!({"token": token, "hostname": "web-01", "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key}))
+        .json(json!({"token": token, "hostname": "web-01", "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key, "ssh_host_key": ssh_host_key}))
         .send()
         .await;
     assert_eq!(enrolled.status, StatusCode::OK, "{}", enrolled.body);
-    let enrolled = enrolled.json();
-    let address = enrolled["overlay_address"]
-        .as_str()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    (address, enrolled["credential"].as_str().unwrap().to_owned())
+    enrolled.json()
 }
 
 async fn agent_get(
@@ -725,4 +742,80 @@ async fn a_wiped_ca_fails_health_and_signing_until_restored(backend: TestBackend
         signed.json()["ca_fingerprint"],
         first.json()["ca_fingerprint"]
     );
+}
+
+async fn devices_get_host_certificates(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let host_key = user_key(keys.path(), "ssh_host_ed25519_key");
+    let enrolled = enroll_with(&app, &root, Some(&host_key)).await;
+    let cert = &enrolled["ssh_host_certificate"];
+    assert_eq!(
+        cert["principals"],
+        json!(["web-01.default.watchgrid.internal", "100.64.0.2"])
+    );
+    let ca = app
+        .call("GET", "/api/ssh/ca")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    let text = signed_by(keys.path(), "host", cert, &ca, "host");
+    assert!(
+        text.contains(
+            "                web-01.default.watchgrid.internal\n                100.64.0.2\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("Key ID: \"device:web-01@default#"), "{text}");
+    // 30 days by default, five minutes' skew before.
+    assert_eq!(validity_secs(cert), 30 * 24 * 3600 + 300);
+
+    // A bad host key is refused at enrollment, naming the field.
+    let bad = app
+        .call("POST", "/api/agent/register")
+        .json(json!({"token": "wgo_x", "hostname": "h", "os": "", "agent_version": "", "wg_public_key": fresh_wg_key(), "ssh_host_key": "ssh-ed25519 nope"}))
+        .send()
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(bad.json()["error"]["fields"][0]["field"], "ssh_host_key");
+
+    // Renewal through the agent API: a new serial, same names.
+    let address = enrolled["overlay_address"]
+        .as_str()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let credential = enrolled["credential"].as_str().unwrap();
+    let router = watchgrid_server::http::agent_router(app.state.clone()).layer(MockConnectInfo(
+        SocketAddr::new(address.parse().unwrap(), 40000),
+    ));
+    let reply = common::send(
+        &router,
+        Request::post("/api/agent/ssh/host-certificate")
+            .header("authorization", format!("Bearer {credential}"))
+            .header("content-type", "application/json")
+            .body(Body::from(json!({"public_key": host_key}).to_string()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let renewed = reply.json();
+    assert_ne!(renewed["serial"], cert["serial"]);
+    assert_eq!(renewed["principals"], cert["principals"]);
+    listing(
+        keys.path(),
+        "renewed",
+        renewed["certificate"].as_str().unwrap(),
+    );
+    let issued = app
+        .call("GET", "/api/ssh/certificates")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(issued[0]["kind"], "host");
+    assert_eq!(issued[0]["subject"], "web-01");
 }

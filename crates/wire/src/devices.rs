@@ -124,6 +124,10 @@ pub struct RegisterRequest {
     pub agent_version: String,
     /// The device's WireGuard public key (base64).
     pub wg_public_key: String,
+    /// The device's SSH host public key (an OpenSSH line, e.g. the content of
+    /// `/etc/ssh/ssh_host_ed25519_key.pub`); the answer then carries a host certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +151,10 @@ pub struct RegisterResponse {
     /// Magic DNS for split DNS; absent when the server runs no DNS listener.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<crate::dns::DnsSettings>,
+    /// A host certificate for `ssh_host_key`, when one was sent and the tenant's host CA is
+    /// available (otherwise the agent asks again through the agent API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh_host_certificate: Option<crate::ssh::HostCertificate>,
 }
 
 /// `GET /api/agent/server-info`: what an agent checks its pinned key against.

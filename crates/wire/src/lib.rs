@@ -29,7 +29,7 @@ pub use identity::{
     User, Whoami,
 };
 pub use ssh::{
-    CaPublicKey, IssuedCertificate, PrincipalGrant, RevokeRequest, RevokeResult, SignRequest,
-    SignedCertificate, SshCaKeys, SshSettings,
+    CaPublicKey, HostCertificate, HostCertificateRequest, IssuedCertificate, PrincipalGrant,
+    RevokeRequest, RevokeResult, SignRequest, SignedCertificate, SshCaKeys, SshSettings,
 };
 pub use version::VersionInfo;

@@ -132,3 +132,26 @@ pub struct RevokeResult {
     /// Issued certificates newly marked revoked.
     pub revoked_certificates: u64,
 }
+
+/// `POST /api/agent/ssh/host-certificate` (agent API): certify the device's SSH host key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostCertificateRequest {
+    /// The host's public key, an OpenSSH line.
+    pub public_key: String,
+}
+
+/// A host certificate for a device: its Magic DNS name and overlay address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct HostCertificate {
+    /// The `*-cert-v01@openssh.com` line for sshd's `HostCertificate` file.
+    pub certificate: String,
+    pub serial: u64,
+    /// `<device>.<tenant>.<domain>` and the overlay address.
+    pub principals: Vec<String>,
+    pub valid_after: String,
+    pub valid_before: String,
+    /// The signing host CA's fingerprint.
+    pub ca_fingerprint: String,
+}

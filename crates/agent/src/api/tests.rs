@@ -75,6 +75,7 @@ fn answer(stub: &Stub) -> RegisterResponse {
         credential: "wgd_secret".into(),
         heartbeat_interval_secs: 30,
         dns: None,
+        ssh_host_certificate: None,
     }
 }
 
@@ -146,6 +147,7 @@ fn config(dir: &std::path::Path) -> Config {
         log_format: LogFormat::Text,
         log_level: "info".into(),
         search_path: None,
+        ssh: None,
     }
 }
 

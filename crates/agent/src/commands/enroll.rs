@@ -41,6 +41,14 @@ pub async fn enroll(config: &Config, options: EnrollOptions) -> Result<(), Agent
 
     let keys = tunnel::generate_keypair();
     let facts = HostFacts::read();
+    let ssh = config
+        .ssh
+        .clone()
+        .map(|ssh| crate::ssh::SshManager::new(ssh, &config.state_dir));
+    let ssh_host_key = match &ssh {
+        Some(manager) => manager.host_key()?,
+        None => None,
+    };
     let client = PublicClient::new(options.server.clone())?;
     tracing::debug!(server = %options.server, hostname = %facts.hostname, "registering");
     let answer = client
@@ -50,8 +58,10 @@ pub async fn enroll(config: &Config, options: EnrollOptions) -> Result<(), Agent
             os: facts.os,
             agent_version: AGENT_VERSION.to_string(),
             wg_public_key: keys.public_key.clone(),
+            ssh_host_key: ssh_host_key.clone(),
         })
         .await?;
+    let host_cert = answer.ssh_host_certificate.clone();
 
     let enrolled_at = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
     let enrollment =
@@ -70,6 +80,12 @@ pub async fn enroll(config: &Config, options: EnrollOptions) -> Result<(), Agent
             enrollment.device_id
         ))
     })?;
+    if let (Some(manager), Some(key), Some(cert)) = (&ssh, &ssh_host_key, &host_cert) {
+        // run installs it in sshd's configuration; a failure here only delays that.
+        if let Err(err) = manager.store_host_cert(key, cert) {
+            tracing::warn!(error = %err.one_line(), "cannot store the SSH host certificate; run asks again");
+        }
+    }
     // The heartbeat status of an earlier enrollment says nothing about this one.
     let _ = std::fs::remove_file(store.status_path());
 
@@ -82,6 +98,13 @@ pub async fn enroll(config: &Config, options: EnrollOptions) -> Result<(), Agent
         enrollment.overlay_address, enrollment.server_public_key
     );
     println!("state saved in {}", store.state_path().display());
+    if let Some(cert) = &host_cert {
+        println!(
+            "SSH host certificate for {} (valid until {})",
+            cert.principals.join(", "),
+            cert.valid_before
+        );
+    }
     match replaced {
         Some(old) => println!(
             "replaced the enrollment as {} ({}); restart the agent: systemctl restart \
@@ -175,6 +198,7 @@ mod tests {
             credential: "wgd_secret".into(),
             heartbeat_interval_secs: 60,
             dns: None,
+            ssh_host_certificate: None,
         }
     }
 

@@ -75,10 +75,18 @@ pub async fn run(config: &Config) -> Result<(), AgentError> {
         "tunnel up"
     );
 
+    // sshd's CA files and host certificate, beside the heartbeats; stopped with them.
+    let ssh_task = config.ssh.clone().map(|ssh| {
+        let manager = crate::ssh::SshManager::new(ssh, &config.state_dir);
+        tokio::spawn(manager.run(api.clone()))
+    });
     let mut heartbeats = Heartbeats::new(&enrollment, &store, public, api, tunnel, endpoint, rng);
     heartbeats.search_path = config.search_path.clone();
     heartbeats.split_dns(enrollment.dns.as_ref()).await;
     let result = heartbeats.run(&mut signals).await;
+    if let Some(task) = ssh_task {
+        task.abort();
+    }
     let phase = match &result {
         Err(AgentError::KeyChanged { .. }) => Phase::KeyChanged,
         _ => Phase::Stopped,

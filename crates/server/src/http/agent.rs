@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::Json;
 use chrono::Utc;
 use serde_json::json;
@@ -15,6 +15,7 @@ use watchgrid_wire::{
 };
 
 use super::extract::ApiJson;
+use super::middleware::RequestId;
 use super::{convert, ApiError, ApiResult};
 use crate::audit::{record_failure, AuditContext};
 use crate::auth::tokens::{random_secret, secret_hash};
@@ -86,6 +87,7 @@ fn token_error(problem: TokenProblem) -> (&'static str, ApiError) {
 pub async fn register(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
+    Extension(RequestId(request_id)): Extension<RequestId>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
     let mut problems = Vec::new();
@@ -107,6 +109,11 @@ pub async fn register(
             "wg_public_key",
             "must be a base64 WireGuard public key",
         ));
+    }
+    if let Some(key) = &body.ssh_host_key {
+        if let Err(err) = watchgrid_sshca::PublicKey::from_openssh(key.trim()) {
+            problems.push(FieldError::new("ssh_host_key", err.to_string()));
+        }
     }
     if !problems.is_empty() {
         state.metrics.registration("invalid_request");
@@ -139,6 +146,22 @@ pub async fn register(
             state.metrics.registration("ok");
             tracing::info!(device = %row.name, tenant = %tenant.slug, overlay_ip = %row.overlay_ip, again, "device registered");
             let fleet = &state.fleet;
+            let ssh_host_certificate = match &body.ssh_host_key {
+                Some(key) => {
+                    let subject = super::ssh::HostSubject {
+                        tenant: &tenant,
+                        device_id: row.id,
+                        name: &row.name,
+                        overlay_ip: &row.overlay_ip,
+                    };
+                    // Enrollment does not depend on the CA: the agent asks again later.
+                    super::ssh::issue_host_certificate(&state, &ctx, &subject, key, &request_id)
+                        .await
+                        .inspect_err(|err| tracing::warn!(device = %row.name, error = %err, "no SSH host certificate at enrollment"))
+                        .ok()
+                }
+                None => None,
+            };
             Ok(Json(RegisterResponse {
                 device_id: row.id.to_string(),
                 device_name: row.name,
@@ -155,6 +178,7 @@ pub async fn register(
                 credential,
                 heartbeat_interval_secs: fleet.config.heartbeat_interval_secs,
                 dns: fleet.dns.settings(),
+                ssh_host_certificate,
             }))
         }
         Err((result, err)) => {

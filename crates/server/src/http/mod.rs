@@ -321,6 +321,12 @@ pub fn agent_routes() -> ApiRouter {
             ssh::agent_ca,
         )
         .route(
+            Method::POST,
+            "/api/agent/ssh/host-certificate",
+            Access::Device,
+            ssh::agent_host_certificate,
+        )
+        .route(
             Method::GET,
             "/api/agent/ssh/krl",
             Access::Device,

@@ -34,7 +34,7 @@ use super::{
         dns_records::delete,
         ssh::sign, ssh::list_certificates, ssh::get_ca, ssh::krl, ssh::get_settings,
         ssh::put_settings, ssh::list_principals, ssh::put_principals, ssh::revoke,
-        ssh::agent_ca, ssh::agent_krl,
+        ssh::agent_ca, ssh::agent_krl, ssh::agent_host_certificate,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,
@@ -50,7 +50,7 @@ use super::{
         wire::DnsSettings,
         wire::SignRequest, wire::SignedCertificate, wire::CaPublicKey, wire::SshCaKeys,
         wire::SshSettings, wire::PrincipalGrant, wire::IssuedCertificate, wire::RevokeRequest,
-        wire::RevokeResult,
+        wire::RevokeResult, wire::HostCertificateRequest, wire::HostCertificate,
     )),
     modifiers(&BearerAuth),
     tags(

@@ -11,14 +11,15 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
-use watchgrid_sshca::{UserCertRequest, Validity};
+use watchgrid_sshca::{HostCertRequest, UserCertRequest, Validity};
 use watchgrid_store::devices::Json as DbJson;
 use watchgrid_store::ssh::{self as store, CertRow, GrantSubject, RevokeTarget};
 use watchgrid_store::tenants::{self, TenantRow};
 use watchgrid_store::users;
 use watchgrid_wire::{
-    CaPublicKey, ErrorBody, FieldError, IssuedCertificate, PrincipalGrant, RevokeRequest,
-    RevokeResult, SignRequest, SignedCertificate, SshCaKeys, SshSettings,
+    CaPublicKey, ErrorBody, FieldError, HostCertificate, HostCertificateRequest, IssuedCertificate,
+    PrincipalGrant, RevokeRequest, RevokeResult, SignRequest, SignedCertificate, SshCaKeys,
+    SshSettings,
 };
 
 use super::extract::{ApiJson, ApiQuery};
@@ -622,4 +623,122 @@ pub async fn agent_ca(
 ) -> ApiResult<Json<SshCaKeys>> {
     let tenant = device_tenant(&state, &device).await?;
     Ok(Json(ca_keys(&state, &tenant).await?))
+}
+
+/// The device a host certificate is for.
+#[derive(Debug, Clone)]
+pub struct HostSubject<'a> {
+    pub tenant: &'a TenantRow,
+    pub device_id: Uuid,
+    pub name: &'a str,
+    pub overlay_ip: &'a str,
+}
+
+/// A device's Magic DNS name: `<device>.<tenant>.<domain>`.
+pub fn device_fqdn(state: &AppState, tenant: &TenantRow, device: &str) -> String {
+    format!("{device}.{}.{}", tenant.slug, state.config.ssh.dns_domain)
+}
+
+/// Sign a device's host key with the tenant's active host CA, for its Magic DNS name and
+/// overlay address; recorded and audited like user certificates.
+pub async fn issue_host_certificate(
+    state: &AppState,
+    ctx: &AuditContext,
+    subject: &HostSubject<'_>,
+    public_key: &str,
+    request_id: &str,
+) -> ApiResult<HostCertificate> {
+    let tenant = subject.tenant;
+    let principals = vec![
+        device_fqdn(state, tenant, subject.name),
+        subject.overlay_ip.to_owned(),
+    ];
+    let validity_secs = u64::from(state.config.ssh.host_cert_validity_secs);
+    audited(
+        &state.db,
+        ctx,
+        "ssh.host_certificate.sign",
+        "ssh_certificate",
+        Some(subject.device_id.to_string()),
+        async |tx| {
+            let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::Host).await?;
+            let serial = store::allocate_serial(&mut *tx, tenant.id).await?;
+            let key_id = format!("device:{}@{}#{}", subject.name, tenant.slug, request_id);
+            let validity = Validity::starting_at(
+                std::time::SystemTime::now(),
+                Duration::from_secs(validity_secs),
+            );
+            let request = HostCertRequest {
+                public_key: public_key.trim().to_owned(),
+                key_id: key_id.clone(),
+                principals: principals.clone(),
+                validity,
+                serial: secs(serial),
+            };
+            let certificate = key.sign_host(&request).map_err(sign_error)?;
+            let key_fingerprint = watchgrid_sshca::PublicKey::from_openssh(public_key.trim())
+                .map_err(sign_error)?
+                .fingerprint();
+            let row = CertRow {
+                tenant_id: tenant.id,
+                serial,
+                kind: "host".to_owned(),
+                key_id: key_id.clone(),
+                user_id: None,
+                subject: subject.name.to_owned(),
+                device_id: Some(subject.device_id),
+                principals: DbJson(principals.clone()),
+                key_fingerprint: key_fingerprint.clone(),
+                ca_generation: ca.generation,
+                valid_after: DateTime::<Utc>::from(validity.valid_after),
+                valid_before: DateTime::<Utc>::from(validity.valid_before),
+                request_id: request_id.to_owned(),
+                created_at: Utc::now(),
+                revoked_at: None,
+            };
+            store::insert_certificate(&mut *tx, &row).await?;
+            Ok(Outcome::new(
+                HostCertificate {
+                    certificate,
+                    serial: secs(serial),
+                    principals: principals.clone(),
+                    valid_after: convert::time(row.valid_after),
+                    valid_before: convert::time(row.valid_before),
+                    ca_fingerprint: ca.fingerprint.clone(),
+                },
+                serial,
+                json!({"key_id": key_id, "principals": principals, "key_fingerprint": key_fingerprint, "ca_generation": ca.generation}),
+            ))
+        },
+    )
+    .await
+}
+
+#[utoipa::path(post, path = "/api/agent/ssh/host-certificate", tag = "agent", security(("device" = [])), request_body = HostCertificateRequest,
+    responses((status = 200, body = HostCertificate), (status = 401, body = ErrorBody), (status = 422, body = ErrorBody), (status = 503, body = ErrorBody)))]
+/// `POST /api/agent/ssh/host-certificate` (agent API): a host certificate for the device.
+pub async fn agent_host_certificate(
+    State(state): State<AppState>,
+    device: DeviceCaller,
+    ClientAddr(client): ClientAddr,
+    Extension(RequestId(request_id)): Extension<RequestId>,
+    ApiJson(body): ApiJson<HostCertificateRequest>,
+) -> ApiResult<Json<HostCertificate>> {
+    let tenant = device_tenant(&state, &device).await?;
+    let ctx = AuditContext {
+        actor: format!("device:{}", device.0.name),
+        tenant_id: Some(tenant.id),
+        tenant: Some(tenant.slug.clone()),
+        client_addr: Some(client.to_string()),
+    };
+    let overlay_ip = device.0.overlay_ip.to_string();
+    let subject = HostSubject {
+        tenant: &tenant,
+        device_id: device.0.id,
+        name: &device.0.name,
+        overlay_ip: &overlay_ip,
+    };
+    issue_host_certificate(&state, &ctx, &subject, &body.public_key, &request_id)
+        .await
+        .map(Json)
 }
