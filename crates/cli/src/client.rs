@@ -13,8 +13,8 @@ use watchgrid_wire::{
     ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateDnsRecord, CreateOnboardingToken,
     CreatePlainDevice, CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken,
     CreatedPlainDevice, Device, DeviceStatus, DnsRecord, DnsRecordType, LoginRequest,
-    LoginResponse, OnboardingToken, Page, RefreshRequest, Tenant, UpdateDevice, UpdateTenant,
-    UpdateUser, User, VersionInfo, Whoami,
+    LoginResponse, OnboardingToken, Page, RefreshRequest, SignRequest, SignedCertificate,
+    SshCaKeys, Tenant, UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
 };
 
 use crate::args::ServerUrl;
@@ -26,6 +26,10 @@ pub const TENANT_HEADER: &str = "x-watchgrid-tenant";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// An SSH session through the relay may last this long.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// The relay's `Upgrade` protocol (the server's `RELAY_PROTOCOL`).
+pub const RELAY_PROTOCOL: &str = "watchgrid-tcp";
 
 /// The credentials requests carry. Its `Debug` output never shows a token.
 pub enum Auth {
@@ -418,6 +422,65 @@ impl ApiClient {
 
     pub async fn delete_dns_record(&mut self, id: &str) -> Result<(), CliError> {
         self.delete(&["api", "dns", "records", id]).await
+    }
+
+    /// `GET /api/ssh/ca`: the tenant's CA keys and known_hosts line.
+    pub async fn ssh_ca(&mut self) -> Result<SshCaKeys, CliError> {
+        self.get(&["api", "ssh", "ca"], &[]).await
+    }
+
+    /// `POST /api/ssh/certificates`: a user certificate for a public key.
+    pub async fn sign_ssh_key(
+        &mut self,
+        request: &SignRequest,
+    ) -> Result<SignedCertificate, CliError> {
+        self.send_json(Method::POST, &["api", "ssh", "certificates"], request)
+            .await
+    }
+
+    /// `GET /api/devices/{id}/ssh-relay` with `Upgrade: watchgrid-tcp`: a byte stream to the
+    /// device's SSH port. Call an ordinary endpoint first, so that an expired session has been
+    /// refreshed.
+    pub async fn ssh_relay(&self, device_id: &str) -> Result<reqwest::Upgraded, CliError> {
+        // Its own client: an SSH session outlives any request timeout.
+        let http = client(&ClientOptions {
+            user_agent: concat!("watchgrid-cli/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: CONNECT_TIMEOUT,
+            timeout: RELAY_TIMEOUT,
+            system_proxy: true,
+        })
+        .map_err(CliError::Failed)?;
+        let mut request = http
+            .get(self.url(&["api", "devices", device_id, "ssh-relay"]))
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, RELAY_PROTOCOL);
+        match &self.auth {
+            Auth::Anonymous { .. } => {}
+            Auth::Token(token) => request = request.bearer_auth(token),
+            Auth::Session { session, .. } => request = request.bearer_auth(&session.access_token),
+        }
+        if let Some(tenant) = &self.tenant {
+            request = request.header(TENANT_HEADER, tenant);
+        }
+        let resp = request.send().await.map_err(|e| CliError::Unreachable {
+            server: self.server.to_string(),
+            reason: transport_reason(&e),
+        })?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(self.check(resp).await.err().unwrap_or_else(|| {
+                CliError::Failed(format!(
+                    "{} did not open the SSH relay (no protocol switch)",
+                    self.server
+                ))
+            }));
+        }
+        resp.upgrade().await.map_err(|e| {
+            CliError::Failed(format!(
+                "the SSH relay at {} failed: {}",
+                self.server,
+                transport_reason(&e)
+            ))
+        })
     }
 
     // --- plumbing -------------------------------------------------------------------------

@@ -56,6 +56,10 @@ pub enum CliError {
     /// Any other runtime failure, already phrased for the user.
     #[error("{0}")]
     Failed(String),
+
+    /// A program the command ran (`ssh`) exited with this status; it has said why itself.
+    #[error("the command exited with status {0}")]
+    ChildExit(u8),
 }
 
 impl From<FileError> for CliError {
@@ -80,6 +84,7 @@ impl CliError {
     pub fn exit_code(&self) -> u8 {
         match self {
             CliError::Usage(_) => EXIT_USAGE,
+            CliError::ChildExit(code) => *code,
             _ => EXIT_FAILURE,
         }
     }

@@ -94,8 +94,72 @@ pub enum Command {
     Dns(DnsCommand),
     /// Read the audit log, newest first
     Audit(AuditArgs),
+    /// Log in to a device with SSH through the server: a short-lived certificate, an
+    /// ephemeral key, strict host-key checking against the tenant's host CA
+    Ssh(SshArgs),
+    /// Relay standard input and output to a device's SSH port (ssh's ProxyCommand)
+    SshProxy(SshProxyArgs),
+    /// Get a certificate for your own SSH key, written next to it as <key>-cert.pub
+    SshCert(SshCertArgs),
+    /// Print an OpenSSH config block for the tenant's devices (and write its known_hosts file)
+    SshConfig(SshConfigArgs),
     /// Show the versions of this client and of the server
     Version,
+}
+
+#[derive(Debug, Args)]
+pub struct SshArgs {
+    /// `[user@]device`: the Unix account (default: the certificate's first principal) and
+    /// the device's name or Magic DNS name
+    #[arg(value_name = "[USER@]DEVICE")]
+    pub destination: String,
+    /// Use this private key (its .pub next to it) instead of an ephemeral one
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
+    /// Certificate validity in seconds [default: the tenant's]
+    #[arg(long, value_name = "SECONDS")]
+    pub validity: Option<u64>,
+    /// An extra ssh option (`-o`), repeatable
+    #[arg(short = 'o', long = "ssh-option", value_name = "OPTION")]
+    pub ssh_option: Vec<String>,
+    /// The ssh program to run
+    #[arg(long, value_name = "PROGRAM", default_value = "ssh")]
+    pub ssh_program: PathBuf,
+    /// The command to run on the device (after `--`)
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshProxyArgs {
+    /// The device's name or Magic DNS name (ssh's %h)
+    #[arg(value_name = "DEVICE")]
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct SshCertArgs {
+    /// The private key whose .pub to certify
+    #[arg(short = 'i', long, value_name = "FILE")]
+    pub identity: PathBuf,
+    /// A principal to ask for, repeatable [default: all you are allowed]
+    #[arg(long, value_name = "USER")]
+    pub principal: Vec<String>,
+    /// Certificate validity in seconds [default: the tenant's]
+    #[arg(long, value_name = "SECONDS")]
+    pub validity: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct SshConfigArgs {
+    /// The private key ssh uses (get its certificate with `watchgrid ssh-cert`)
+    #[arg(
+        short = 'i',
+        long,
+        value_name = "FILE",
+        default_value = "~/.ssh/id_ed25519"
+    )]
+    pub identity: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -455,6 +519,10 @@ fn report(err: &CliError) -> u8 {
     if err.is_broken_pipe() {
         // The reader of our output went away (`watchgrid audit | head`): nothing to say.
         return EXIT_OK;
+    }
+    if let CliError::ChildExit(code) = err {
+        // ssh's own message is already on stderr.
+        return *code;
     }
     eprintln!("watchgrid: {}", err.one_line());
     err.exit_code()

@@ -151,7 +151,11 @@ fn exact_match(devices: Vec<Device>, name: &str) -> Option<Device> {
 }
 
 /// [`resolve`], with "not found" as the command's error.
-async fn find(ctx: &Ctx, client: &mut ApiClient, device: &str) -> Result<Device, CliError> {
+pub(crate) async fn find(
+    ctx: &Ctx,
+    client: &mut ApiClient,
+    device: &str,
+) -> Result<Device, CliError> {
     resolve(client, device)
         .await
         .map_err(|e| ctx.tenant_not_found(e))?

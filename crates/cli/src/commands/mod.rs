@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 mod dns;
 mod onboarding;
+mod ssh;
 mod tenants;
 mod tokens;
 mod users;
@@ -57,6 +58,10 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Devices(c) => devices::run(&ctx, c).await,
         Command::Dns(c) => dns::run(&ctx, c).await,
         Command::Audit(a) => audit::run(&ctx, a).await,
+        Command::Ssh(a) => ssh::ssh(&ctx, a).await,
+        Command::SshProxy(a) => ssh::ssh_proxy(&ctx, a).await,
+        Command::SshCert(a) => ssh::ssh_cert(&ctx, a).await,
+        Command::SshConfig(a) => ssh::ssh_config(&ctx, a).await,
         Command::Version => version::run(&ctx).await,
     }
 }

@@ -298,6 +298,12 @@ pub fn routes() -> ApiRouter {
             ssh::put_principals,
         )
         .route(
+            M::GET,
+            "/api/devices/{id}/ssh-relay",
+            Access::Tenant(Role::Viewer),
+            ssh::ssh_relay,
+        )
+        .route(
             M::POST,
             "/api/ssh/revocations",
             Access::Tenant(Role::Admin),

@@ -34,7 +34,7 @@ use super::{
         dns_records::delete,
         ssh::sign, ssh::list_certificates, ssh::get_ca, ssh::krl, ssh::get_settings,
         ssh::put_settings, ssh::list_principals, ssh::put_principals, ssh::revoke,
-        ssh::agent_ca, ssh::agent_krl, ssh::agent_host_certificate,
+        ssh::agent_ca, ssh::agent_krl, ssh::agent_host_certificate, ssh::ssh_relay,
     ),
     components(schemas(
         wire::ErrorBody, wire::ErrorDetail, wire::FieldError, wire::HealthReport,

@@ -742,3 +742,122 @@ pub async fn agent_host_certificate(
         .await
         .map(Json)
 }
+
+/// The `Upgrade` protocol of the SSH relay.
+pub const RELAY_PROTOCOL: &str = "watchgrid-tcp";
+/// How long the server waits for a device's sshd to accept the relay's connection.
+pub const RELAY_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The port the relay dials on the device.
+pub const SSH_PORT: u16 = 22;
+
+#[utoipa::path(get, path = "/api/devices/{id}/ssh-relay", tag = "ssh", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 101, description = "Switching protocols (`Upgrade: watchgrid-tcp`): the connection now carries the device's SSH port, both ways"),
+        (status = 400, body = ErrorBody, description = "Not an upgrade request"), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody, description = "The device's sshd did not accept the connection")))]
+/// A TCP relay to the device's SSH port over the overlay, for `watchgrid ssh-proxy`: send
+/// `Connection: upgrade` and `Upgrade: watchgrid-tcp`. Audited as `ssh.relay.open`.
+pub async fn ssh_relay(
+    State(state): State<AppState>,
+    principal: Principal,
+    scope: Scope,
+    client: ClientAddr,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    mut request: axum::extract::Request,
+) -> ApiResult<axum::response::Response> {
+    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let device_id = id.parse::<Uuid>().map_err(|_| ApiError::NotFound)?;
+    let device = watchgrid_store::devices::device(&state.db, scope.tenant.id, device_id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let wants_upgrade = request
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case(RELAY_PROTOCOL));
+    if !wants_upgrade {
+        return Err(ApiError::BadRequest(format!(
+            "the SSH relay needs `Connection: upgrade` and `Upgrade: {RELAY_PROTOCOL}` (use watchgrid ssh-proxy)"
+        )));
+    }
+    let target = std::net::SocketAddr::new(
+        device.overlay_ip.parse().map_err(|_| {
+            ApiError::Internal(format!("corrupt overlay address {:?}", device.overlay_ip))
+        })?,
+        SSH_PORT,
+    );
+    let connected = tokio::time::timeout(
+        RELAY_CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect(target),
+    )
+    .await;
+    let failure = match connected {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(err)) => Err(format!(
+            "device {} does not accept SSH connections on {target}: {err}",
+            device.name
+        )),
+        Err(_) => Err(format!(
+            "device {} did not answer on {target} within {} s (is it online?)",
+            device.name,
+            RELAY_CONNECT_TIMEOUT.as_secs()
+        )),
+    };
+    let stream = match failure {
+        Ok(stream) => stream,
+        Err(reason) => {
+            let err = ApiError::Unavailable(reason);
+            crate::audit::record_failure(
+                &state.db,
+                &ctx,
+                "ssh.relay.open",
+                "device",
+                Some(id),
+                &err,
+            )
+            .await;
+            return Err(err);
+        }
+    };
+    audited(
+        &state.db,
+        &ctx,
+        "ssh.relay.open",
+        "device",
+        Some(id.clone()),
+        async |_tx| {
+            Ok(Outcome::new(
+                (),
+                &id,
+                json!({"device": device.name, "target": target.to_string()}),
+            ))
+        },
+    )
+    .await?;
+    let upgrade = hyper::upgrade::on(&mut request);
+    let name = device.name.clone();
+    tokio::spawn(async move {
+        let mut stream = stream;
+        match upgrade.await {
+            Ok(upgraded) => {
+                let mut client = hyper_util::rt::TokioIo::new(upgraded);
+                match tokio::io::copy_bidirectional(&mut client, &mut stream).await {
+                    Ok((up, down)) => {
+                        tracing::info!(device = %name, bytes_to_device = up, bytes_from_device = down, "SSH relay closed")
+                    }
+                    Err(err) => tracing::debug!(device = %name, error = %err, "SSH relay ended"),
+                }
+            }
+            Err(err) => tracing::warn!(device = %name, error = %err, "SSH relay upgrade failed"),
+        }
+    });
+    let mut response = axum::response::Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    response.headers_mut().insert(
+        header::CONNECTION,
+        axum::http::HeaderValue::from_static("upgrade"),
+    );
+    response.headers_mut().insert(
+        header::UPGRADE,
+        axum::http::HeaderValue::from_static(RELAY_PROTOCOL),
+    );
+    Ok(response)
+}
