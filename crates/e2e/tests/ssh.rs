@@ -5,7 +5,10 @@
 //! ssh` gets a certificate for an ephemeral key and reaches the device through the server's
 //! relay with `StrictHostKeyChecking=yes`. A principal the caller is not allowed is refused,
 //! an expired certificate and a revoked one (once the agent fetched the new KRL) are refused
-//! by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL.
+//! by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL. After
+//! `watchgrid-server ssh-ca rotate`, certificates of the old and the new user CA both log in
+//! (and the device's host certificate moves to the new host CA) until the grace period ends;
+//! then only the new ones do.
 
 #![allow(
     clippy::unwrap_used,
@@ -41,6 +44,19 @@ fn keygen(args: &[&str]) -> String {
         .unwrap();
     assert!(out.status.success(), "ssh-keygen {args:?}: {}", text(&out));
     text(&out)
+}
+
+/// A new Ed25519 key pair at `path` (and `path.pub`).
+fn new_key(path: &Path) {
+    keygen(&[
+        "-q",
+        "-t",
+        "ed25519",
+        "-N",
+        "",
+        "-f",
+        path.to_str().unwrap(),
+    ]);
 }
 
 /// The operator: `watchgrid` with an API token, in a namespace without WireGuard.
@@ -183,15 +199,7 @@ fn operators_ssh_to_devices_through_the_server() {
     let dev_dir = dir.path().join("device");
     std::fs::create_dir_all(dev_dir.join("sshd_config.d")).unwrap();
     let host_key = dev_dir.join("ssh_host_ed25519_key");
-    keygen(&[
-        "-q",
-        "-t",
-        "ed25519",
-        "-N",
-        "",
-        "-f",
-        host_key.to_str().unwrap(),
-    ]);
+    new_key(&host_key);
     let sshd_config = dev_dir.join("sshd_config");
     let pid_file = dev_dir.join("sshd.pid");
     std::fs::write(
@@ -348,7 +356,7 @@ fn operators_ssh_to_devices_through_the_server() {
     // The operator's own key with certificates from `watchgrid ssh-cert`, and plain ssh.
     let keys = tempfile::tempdir().unwrap();
     let key = keys.path().join("id_ed25519");
-    keygen(&["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()]);
+    new_key(&key);
     let known_hosts = keys.path().join("known_hosts");
     std::fs::write(&known_hosts, ca["known_hosts"].as_str().unwrap()).unwrap();
     let cert_for = |validity: &str| -> Value {
@@ -424,6 +432,13 @@ fn operators_ssh_to_devices_through_the_server() {
         || sshd_logs().contains("revoked").then_some(()),
         all_logs,
     );
+    // OpenSSH parses the operator's certificate and lists the revoked serial in the device's KRL.
+    keygen(&["-L", "-f", cert_path.to_str().unwrap()]);
+    let listing = keygen(&["-Q", "-l", "-f", krl_file.to_str().unwrap()]);
+    assert!(
+        listing.contains(&format!("serial: {}", valid["serial"])),
+        "{listing}"
+    );
     // Other certificates still work.
     let out = operator.watchgrid(&["ssh", &format!("root@{name}"), "--", "true"]);
     assert!(
@@ -432,12 +447,93 @@ fn operators_ssh_to_devices_through_the_server() {
         text(&out)
     );
 
-    // ssh-keygen parses every certificate the CA issued in this test (their lines are not
-    // kept by the server; the ones the operator and the device hold are checked).
-    keygen(&["-L", "-f", cert_path.to_str().unwrap()]);
-    let listing = keygen(&["-Q", "-l", "-f", krl_file.to_str().unwrap()]);
+    // Rotation: a certificate of the current CA, then new CA keys with a short grace period.
+    let old_key = keys.path().join("old_ed25519");
+    new_key(&old_key);
+    let out = operator.watchgrid(&["ssh-cert", "--identity", old_key.to_str().unwrap()]);
+    assert!(out.status.success(), "ssh-cert: {}", text(&out));
+    let renewals = agent_logs().matches("SSH host certificate renewed").count();
+    let rotate = srv
+        .exec(&[
+            "env",
+            &format!("WATCHGRID_DATA_DIR={}", data.display()),
+            program("watchgrid-server").to_str().unwrap(),
+            "ssh-ca",
+            "rotate",
+            "--tenant",
+            "default",
+            "--grace",
+            "25s",
+        ])
+        .unwrap();
+    assert!(rotate.status.success(), "rotate: {}", text(&rotate));
     assert!(
-        listing.contains(&format!("serial: {}", valid["serial"])),
-        "{listing}"
+        text(&rotate).contains("new user CA generation 2"),
+        "{}",
+        text(&rotate)
     );
+    let trusted = ssh_files.join("trusted_user_ca_keys");
+    let trusted_lines = || {
+        std::fs::read_to_string(&trusted)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    wait_for_or(
+        "the device to trust both user CAs and hold a host certificate of the new host CA",
+        Duration::from_secs(15),
+        || {
+            (trusted_lines() == 2
+                && agent_logs().matches("SSH host certificate renewed").count() > renewals)
+                .then_some(())
+        },
+        all_logs,
+    );
+    let (_, rotated) = api.call("GET", "/api/ssh/ca", None).unwrap();
+    let new_host_ca = rotated["host"][1]["fingerprint"].as_str().unwrap();
+    let listing = keygen(&["-L", "-f", host_cert.to_str().unwrap()]);
+    assert!(listing.contains(new_host_ca), "{listing}");
+    // Clients refresh their known_hosts (watchgrid ssh does it each time): both host CAs.
+    std::fs::write(&known_hosts, rotated["known_hosts"].as_str().unwrap()).unwrap();
+    let new = cert_for("600");
+    assert_eq!(new["ca_fingerprint"], rotated["user"][1]["fingerprint"]);
+    let out = operator.plain_ssh(&key, &known_hosts, &fqdn);
+    assert!(
+        out.status.success(),
+        "new-CA certificate: {}\n{}",
+        text(&out),
+        all_logs()
+    );
+    let out = operator.plain_ssh(&old_key, &known_hosts, &fqdn);
+    assert!(
+        out.status.success(),
+        "old-CA certificate during the grace period: {}\n{}",
+        text(&out),
+        all_logs()
+    );
+    let out = operator.watchgrid(&["ssh", &format!("root@{name}"), "--", "true"]);
+    assert!(
+        out.status.success(),
+        "watchgrid ssh after the rotation: {}",
+        text(&out)
+    );
+    // Once the grace period is over, the device trusts the new user CA only.
+    wait_for_or(
+        "the old user CA to drop out",
+        Duration::from_secs(45),
+        || (trusted_lines() == 1).then_some(()),
+        all_logs,
+    );
+    let out = operator.plain_ssh(&old_key, &known_hosts, &fqdn);
+    assert!(
+        !out.status.success(),
+        "an old-CA certificate logged in after the grace period"
+    );
+    let out = operator.plain_ssh(&key, &known_hosts, &fqdn);
+    assert!(
+        out.status.success(),
+        "new-CA certificate after the grace period: {}",
+        text(&out)
+    );
+    keygen(&["-L", "-f", &format!("{}-cert.pub", old_key.display())]);
 }

@@ -1,4 +1,5 @@
-//! `watchgrid-server`: the command-line entry point (`serve`, `migrate`, `check-config`).
+//! `watchgrid-server`: the command-line entry point (`serve`, `migrate`, `check-config`,
+//! `ssh-ca rotate`).
 
 use std::process::ExitCode;
 
@@ -33,6 +34,43 @@ enum Command {
     Migrate,
     /// Validate the configuration and exit: 0 when valid, 1 with every problem listed.
     CheckConfig,
+    /// Manage the per-tenant SSH certificate authorities.
+    #[command(subcommand)]
+    SshCa(SshCaCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum SshCaCommand {
+    /// Rotate a tenant's CA keys: a new key signs from now on; devices and clients trust the
+    /// old and the new one until the grace period ends, then only the new one.
+    Rotate {
+        /// The tenant's slug.
+        #[arg(long)]
+        tenant: String,
+        /// How long the old keys stay trusted: e.g. 90s, 30m, 48h, 7d. Make it longer than the
+        /// tenant's longest user-certificate validity.
+        #[arg(long, default_value = "48h", value_parser = parse_duration)]
+        grace: std::time::Duration,
+        /// Which CA: user, host, or both.
+        #[arg(long, default_value = "both", value_parser = ["user", "host", "both"])]
+        kind: String,
+    },
+}
+
+/// `90s`, `30m`, `48h`, `7d`.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    let (number, unit) = text.split_at(text.len().saturating_sub(1));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a duration such as 90s, 30m, 48h or 7d".to_string())?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86400),
+        _ => return Err("expected a duration such as 90s, 30m, 48h or 7d".into()),
+    };
+    Ok(std::time::Duration::from_secs(secs))
 }
 
 fn main() -> ExitCode {
@@ -40,7 +78,7 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let secrets = match command {
         Command::CheckConfig => SecretGeneration::ReadOnly,
-        Command::Serve | Command::Migrate => SecretGeneration::Generate,
+        Command::Serve | Command::Migrate | Command::SshCa(_) => SecretGeneration::Generate,
     };
     let config = match Config::load(&EnvSource, secrets) {
         Ok(config) => config,
@@ -66,6 +104,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match command {
             Command::Migrate => serve::migrate_once(&config).await,
+            Command::SshCa(SshCaCommand::Rotate {
+                tenant,
+                grace,
+                kind,
+            }) => rotate(&config, &tenant, grace, &kind).await,
             _ => serve::serve(config).await,
         }
     });
@@ -77,6 +120,39 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "ssh-ca rotate reports to the operator's terminal"
+)]
+async fn rotate(
+    config: &Config,
+    tenant: &str,
+    grace: std::time::Duration,
+    kind: &str,
+) -> anyhow::Result<()> {
+    use watchgrid_server::ssh::{CaKind, SshAuthority};
+    let kinds: &[CaKind] = match kind {
+        "user" => &[CaKind::User],
+        "host" => &[CaKind::Host],
+        _ => &CaKind::ALL,
+    };
+    let db = watchgrid_store::Database::connect(&config.database, 2).await?;
+    let authority = std::sync::Arc::new(SshAuthority::new(config.ssh.ca_dir.clone()));
+    let rotated = authority.rotate(&db, tenant, kinds, grace).await?;
+    for r in &rotated {
+        println!(
+            "tenant {tenant}: new {} CA generation {} {} (trusted with {} until the grace period ends in {} s)",
+            r.kind.as_str(),
+            r.generation,
+            r.fingerprint,
+            if r.previous.is_empty() { "no other key".to_string() } else { r.previous.join(", ") },
+            grace.as_secs()
+        );
+    }
+    db.close().await;
+    Ok(())
 }
 
 #[allow(

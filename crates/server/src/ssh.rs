@@ -240,6 +240,36 @@ impl SshAuthority {
         Ok(key)
     }
 
+    /// The key file of a tenant's CA generation, created (or adopted) off the async
+    /// threads, and the active record for it.
+    async fn new_key(
+        self: &Arc<Self>,
+        tenant: &TenantRow,
+        kind: CaKind,
+        generation: i32,
+    ) -> Result<CaRow, CaSetupError> {
+        let name = file_name(&tenant.slug, kind, generation);
+        let this = self.clone();
+        let key = tokio::task::spawn_blocking({
+            let name = name.clone();
+            move || this.create_or_adopt(&name)
+        })
+        .await
+        .map_err(|e| CaSetupError::Files(e.to_string()))?
+        .map_err(CaSetupError::Files)?;
+        Ok(CaRow {
+            tenant_id: tenant.id,
+            kind: kind.as_str().to_owned(),
+            generation,
+            file_name: name,
+            fingerprint: key.fingerprint(),
+            public_key: key.public_key_openssh(),
+            state: "active".to_owned(),
+            created_at: Utc::now(),
+            retire_at: None,
+        })
+    }
+
     /// Create (or adopt) both CAs of a tenant that has none, record them and its settings, in
     /// `tx`.
     pub async fn create_tenant_cas(
@@ -249,26 +279,7 @@ impl SshAuthority {
     ) -> Result<Vec<CaRow>, CaSetupError> {
         let mut rows = Vec::new();
         for kind in CaKind::ALL {
-            let name = file_name(&tenant.slug, kind, 1);
-            let this = self.clone();
-            let key = tokio::task::spawn_blocking({
-                let name = name.clone();
-                move || this.create_or_adopt(&name)
-            })
-            .await
-            .map_err(|e| CaSetupError::Files(e.to_string()))?
-            .map_err(CaSetupError::Files)?;
-            let row = CaRow {
-                tenant_id: tenant.id,
-                kind: kind.as_str().to_owned(),
-                generation: 1,
-                file_name: name,
-                fingerprint: key.fingerprint(),
-                public_key: key.public_key_openssh(),
-                state: "active".to_owned(),
-                created_at: Utc::now(),
-                retire_at: None,
-            };
+            let row = self.new_key(tenant, kind, 1).await?;
             store::insert_ca(&mut *tx, &row).await?;
             rows.push(row);
         }
@@ -299,7 +310,7 @@ impl SshAuthority {
 
     /// The `ssh_ca` health check: every live CA's files exist and match their records.
     pub async fn health(self: &Arc<Self>, db: &Database) -> Result<(), String> {
-        let cas = store::all_live_cas(db)
+        let cas = store::all_live_cas(db, Utc::now())
             .await
             .map_err(|e| format!("cannot read the CA records: {e}"))?;
         let this = self.clone();
@@ -324,7 +335,7 @@ impl SshAuthority {
         tenant: &TenantRow,
         kind: CaKind,
     ) -> Result<(CaRow, Arc<CaKey>), ActiveCaError> {
-        let cas = store::cas_of_tenant(db, tenant.id).await?;
+        let cas = store::cas_of_tenant(db, tenant.id, Utc::now()).await?;
         let ca = cas
             .into_iter()
             .filter(|c| c.kind == kind.as_str() && c.state == "active")
@@ -353,7 +364,7 @@ impl SshAuthority {
         let settings = store::settings(db, tenant.id)
             .await?
             .ok_or(KrlError::NoCa)?;
-        let cas = store::cas_of_tenant(db, tenant.id).await?;
+        let cas = store::cas_of_tenant(db, tenant.id, now).await?;
         let (certs, key_ids) = store::revocations_for_krl(db, tenant.id, now).await?;
         let keys: HashMap<(String, i32), PublicKey> = cas
             .iter()
@@ -384,6 +395,74 @@ impl SshAuthority {
         }
         krl.set_generated_at(SystemTime::from(now));
         Ok(krl.to_bytes())
+    }
+}
+
+/// What a rotation did, per kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotated {
+    pub kind: CaKind,
+    pub generation: i32,
+    pub fingerprint: String,
+    pub previous: Vec<String>,
+}
+
+impl SshAuthority {
+    /// Rotate a tenant's CAs of `kinds`: a new key (file `ca_<slug>_<kind>_g<n>`) becomes the
+    /// active one; the current ones stay trusted (TrustedUserCAKeys, known_hosts) until
+    /// `now + grace`, then drop out everywhere. Recorded and audited in one transaction.
+    pub async fn rotate(
+        self: &Arc<Self>,
+        db: &Database,
+        slug: &str,
+        kinds: &[CaKind],
+        grace: std::time::Duration,
+    ) -> Result<Vec<Rotated>, CaSetupError> {
+        let tenant = watchgrid_store::tenants::tenant_by_slug(db, slug)
+            .await?
+            .ok_or_else(|| CaSetupError::Files(format!("no tenant {slug:?}")))?;
+        let now = Utc::now();
+        let retire_at = now
+            + chrono::Duration::from_std(grace)
+                .map_err(|_| CaSetupError::Files("the grace period is too long".into()))?;
+        let mut tx = db.begin().await?;
+        let current = store::cas_of_tenant(&mut tx, tenant.id, now).await?;
+        let mut done = Vec::new();
+        for &kind in kinds {
+            let generation = store::max_generation(&mut tx, tenant.id, kind.as_str()).await? + 1;
+            let row = self.new_key(&tenant, kind, generation).await?;
+            store::retire_active(&mut tx, tenant.id, kind.as_str(), retire_at).await?;
+            store::insert_ca(&mut tx, &row).await?;
+            done.push(Rotated {
+                kind,
+                generation,
+                fingerprint: row.fingerprint.clone(),
+                previous: current
+                    .iter()
+                    .filter(|c| c.kind == kind.as_str())
+                    .map(|c| c.fingerprint.clone())
+                    .collect(),
+            });
+        }
+        let details = serde_json::json!({
+            "grace_secs": grace.as_secs(),
+            "retire_at": retire_at.to_rfc3339(),
+            "new": done.iter().map(|r| serde_json::json!({"kind": r.kind.as_str(), "generation": r.generation, "fingerprint": r.fingerprint, "previous": r.previous})).collect::<Vec<_>>(),
+        });
+        let mut ctx = crate::audit::AuditContext::system();
+        ctx.actor = "watchgrid-server ssh-ca rotate".to_owned();
+        ctx.tenant_id = Some(tenant.id);
+        ctx.tenant = Some(tenant.slug.clone());
+        let entry = ctx.entry(
+            "ssh.ca.rotate",
+            "ssh_ca",
+            Some(tenant.slug.clone()),
+            true,
+            details,
+        );
+        watchgrid_store::audit::record(&mut tx, &entry).await?;
+        tx.commit().await?;
+        Ok(done)
     }
 }
 

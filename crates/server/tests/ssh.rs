@@ -31,6 +31,7 @@ backend_tests!(
     revocations_reach_the_krl,
     a_wiped_ca_fails_health_and_signing_until_restored,
     devices_get_host_certificates,
+    rotation_trusts_old_and_new_keys_until_the_grace_ends,
 );
 
 const NO_WG: &[(&str, &str)] = &[("WATCHGRID_WG_BACKEND", "none")];
@@ -84,6 +85,18 @@ fn listing(dir: &Path, name: &str, certificate: &str) -> String {
     let (ok, out) = ssh_keygen(&["-L", "-f", path.to_str().unwrap()]);
     assert!(ok, "ssh-keygen -L refused the certificate: {out}");
     out
+}
+
+/// `GET /api/ssh/ca` in `tenant`.
+async fn ca_of(app: &TestApp, token: &str, tenant: &str) -> Value {
+    let reply = app
+        .call("GET", "/api/ssh/ca")
+        .token(token)
+        .tenant(tenant)
+        .send()
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    reply.json()
 }
 
 /// `ssh-keygen -L` of a signed certificate: a `kind` certificate signed by the tenant's
@@ -217,20 +230,8 @@ async fn tenants_get_their_own_cas(backend: TestBackend) {
             format!("{}\n", ca["user"][0]["public_key"].as_str().unwrap())
         );
     }
-    let default_ca = app
-        .call("GET", "/api/ssh/ca")
-        .token(&root)
-        .tenant("default")
-        .send()
-        .await
-        .json();
-    let acme_ca = app
-        .call("GET", "/api/ssh/ca")
-        .token(&root)
-        .tenant("acme")
-        .send()
-        .await
-        .json();
+    let default_ca = ca_of(&app, &root, "default").await;
+    let acme_ca = ca_of(&app, &root, "acme").await;
     assert_ne!(
         default_ca["user"][0]["fingerprint"],
         acme_ca["user"][0]["fingerprint"]
@@ -308,12 +309,7 @@ async fn certificates_for_granted_principals_only(backend: TestBackend) {
     let all = all.json();
     assert_eq!(all["principals"], json!(["deploy", "ops", "root"]));
     assert_eq!(all["serial"], 1);
-    let ca = app
-        .call("GET", "/api/ssh/ca")
-        .token(&root)
-        .send()
-        .await
-        .json();
+    let ca = ca_of(&app, &root, "default").await;
     let text = signed_by(keys.path(), "all", &all, &ca, "user");
     assert!(text.contains("Serial: 1"), "{text}");
     let key_id = all["key_id"].as_str().unwrap();
@@ -755,12 +751,7 @@ async fn devices_get_host_certificates(backend: TestBackend) {
         cert["principals"],
         json!(["web-01.default.watchgrid.internal", "100.64.0.2"])
     );
-    let ca = app
-        .call("GET", "/api/ssh/ca")
-        .token(&root)
-        .send()
-        .await
-        .json();
+    let ca = ca_of(&app, &root, "default").await;
     let text = signed_by(keys.path(), "host", cert, &ca, "host");
     assert!(
         text.contains(
@@ -818,4 +809,118 @@ async fn devices_get_host_certificates(backend: TestBackend) {
         .json();
     assert_eq!(issued[0]["kind"], "host");
     assert_eq!(issued[0]["subject"], "web-01");
+}
+
+async fn rotation_trusts_old_and_new_keys_until_the_grace_ends(backend: TestBackend) {
+    use watchgrid_server::ssh::CaKind;
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    acme_with_root_principal(&app, &root).await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    let before = ca_of(&app, &root, "acme").await;
+    let old = sign(&app, &root, "acme", json!({"public_key": key}))
+        .await
+        .json();
+    listing(keys.path(), "old", old["certificate"].as_str().unwrap());
+
+    let grace = std::time::Duration::from_secs(3);
+    let rotated = app
+        .state
+        .ssh
+        .rotate(&app.state.db, "acme", &CaKind::ALL, grace)
+        .await
+        .unwrap();
+    assert_eq!(rotated.len(), 2);
+    assert_eq!(rotated[0].generation, 2);
+    assert_eq!(
+        rotated[0].previous,
+        [before["user"][0]["fingerprint"].as_str().unwrap()]
+    );
+    let dir = ca_dir(&app);
+    for kind in ["user", "host"] {
+        let file = dir.join(format!("ca_acme_{kind}_g2"));
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    // During the grace period: both keys trusted, the new one signs.
+    let during = ca_of(&app, &root, "acme").await;
+    for kind in ["user", "host"] {
+        let list = during[kind].as_array().unwrap();
+        assert_eq!(list.len(), 2, "{during}");
+        assert_eq!(list[0]["state"], "retiring");
+        assert!(list[0]["retire_at"].is_string());
+        assert_eq!(list[1]["state"], "active");
+        assert_eq!(list[1]["generation"], 2);
+        assert_eq!(list[0]["fingerprint"], before[kind][0]["fingerprint"]);
+    }
+    assert_eq!(
+        during["trusted_user_ca_keys"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(during["known_hosts"].as_str().unwrap().lines().count(), 2);
+    let new = sign(&app, &root, "acme", json!({"public_key": key}))
+        .await
+        .json();
+    let text = listing(keys.path(), "new", new["certificate"].as_str().unwrap());
+    assert_eq!(new["ca_fingerprint"], during["user"][1]["fingerprint"]);
+    assert!(
+        text.contains(during["user"][1]["fingerprint"].as_str().unwrap()),
+        "{text}"
+    );
+    assert_eq!(app.get("/healthz").await.json()["checks"]["ssh_ca"], "ok");
+
+    // A certificate of the old CA can still be revoked: the KRL names it under the old key.
+    let revoked_reply = app
+        .call("POST", "/api/ssh/revocations")
+        .token(&root)
+        .tenant("acme")
+        .json(json!({"serial": old["serial"]}))
+        .send()
+        .await;
+    assert_eq!(revoked_reply.status, StatusCode::OK);
+    let krl = bytes(
+        app.router.clone(),
+        Request::get("/api/ssh/krl")
+            .header("authorization", format!("Bearer {root}"))
+            .header("x-watchgrid-tenant", "acme")
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert!(revoked(keys.path(), &krl, "old"));
+    assert!(!revoked(keys.path(), &krl, "new"));
+
+    // After the grace period only the new keys are trusted anywhere.
+    tokio::time::sleep(grace + std::time::Duration::from_millis(500)).await;
+    let after = ca_of(&app, &root, "acme").await;
+    for kind in ["user", "host"] {
+        assert_eq!(after[kind].as_array().unwrap().len(), 1, "{after}");
+        assert_eq!(
+            after[kind][0]["fingerprint"],
+            during[kind][1]["fingerprint"]
+        );
+    }
+    assert_eq!(
+        after["trusted_user_ca_keys"]
+            .as_str()
+            .unwrap()
+            .lines()
+            .count(),
+        1
+    );
+    let audit = app
+        .call("GET", "/api/audit?action=ssh.ca.rotate&scope=all")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(audit["items"][0]["tenant"], "acme", "{audit}");
 }

@@ -53,23 +53,64 @@ pub async fn insert_ca<'a>(conn: impl Into<Conn<'a>>, row: &CaRow) -> Result<(),
     Ok(())
 }
 
-/// The CA keys of `tenant` that are not retired, by kind and generation.
+/// The CA keys of `tenant` trusted at `now`: not retired, and not retiring with their grace
+/// period over. By kind and generation.
 pub async fn cas_of_tenant<'a>(
     conn: impl Into<Conn<'a>>,
     tenant: Uuid,
+    now: DateTime<Utc>,
 ) -> Result<Vec<CaRow>, StoreError> {
     let sql = format!(
         "SELECT {CA_COLUMNS} FROM ssh_cas WHERE tenant_id = $1 AND state <> 'retired' \
-         ORDER BY kind, generation"
+         AND (retire_at IS NULL OR retire_at > $2) ORDER BY kind, generation"
     );
     Ok(with_conn!(conn, c => {
-        sqlx::query_as::<_, CaRow>(&sql).bind(tenant).fetch_all(&mut *c).await?
+        sqlx::query_as::<_, CaRow>(&sql).bind(tenant).bind(now).fetch_all(&mut *c).await?
     }))
 }
 
-/// Every CA key that is not retired, with its tenant's slug: what the health check verifies.
+/// Start a rotation: the active CA of `kind` becomes `retiring` until `retire_at` (those
+/// already retiring keep their earlier end). Insert the new one with [`insert_ca`].
+pub async fn retire_active<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    kind: &str,
+    retire_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    with_conn!(conn, c => {
+        sqlx::query(
+            "UPDATE ssh_cas SET state = 'retiring', retire_at = $1 WHERE tenant_id = $2 \
+             AND kind = $3 AND state = 'active'",
+        )
+        .bind(retire_at)
+        .bind(tenant)
+        .bind(kind)
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(())
+}
+
+/// The highest generation of `kind` a tenant ever had (0 if none).
+pub async fn max_generation<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    kind: &str,
+) -> Result<i32, StoreError> {
+    let max: Option<i32> = with_conn!(conn, c => {
+        sqlx::query_scalar("SELECT MAX(generation) FROM ssh_cas WHERE tenant_id = $1 AND kind = $2")
+            .bind(tenant)
+            .bind(kind)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    Ok(max.unwrap_or(0))
+}
+
+/// Every CA key trusted at `now`, with its tenant's slug: what the health check verifies.
 pub async fn all_live_cas<'a>(
     conn: impl Into<Conn<'a>>,
+    now: DateTime<Utc>,
 ) -> Result<Vec<(String, CaRow)>, StoreError> {
     #[derive(sqlx::FromRow)]
     struct Joined {
@@ -80,9 +121,10 @@ pub async fn all_live_cas<'a>(
     let sql = "SELECT t.slug, c.tenant_id, c.kind, c.generation, c.file_name, c.fingerprint, \
                c.public_key, c.state, c.created_at, c.retire_at FROM ssh_cas c \
                JOIN tenants t ON t.id = c.tenant_id WHERE c.state <> 'retired' \
+               AND (c.retire_at IS NULL OR c.retire_at > $1) \
                ORDER BY t.slug, c.kind, c.generation";
     let rows: Vec<Joined> = with_conn!(conn, c => {
-        sqlx::query_as::<_, Joined>(sql).fetch_all(&mut *c).await?
+        sqlx::query_as::<_, Joined>(sql).bind(now).fetch_all(&mut *c).await?
     });
     Ok(rows.into_iter().map(|j| (j.slug, j.ca)).collect())
 }

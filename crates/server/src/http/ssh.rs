@@ -293,7 +293,7 @@ fn issued(row: &CertRow) -> IssuedCertificate {
 
 /// The tenant's CA public keys and the lines devices and clients install.
 pub async fn ca_keys(state: &AppState, tenant: &TenantRow) -> ApiResult<SshCaKeys> {
-    let cas = store::cas_of_tenant(&state.db, tenant.id).await?;
+    let cas = store::cas_of_tenant(&state.db, tenant.id, Utc::now()).await?;
     if cas.is_empty() {
         return Err(KrlError::NoCa.into());
     }
