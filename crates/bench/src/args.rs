@@ -29,6 +29,8 @@ pub enum Command {
         #[arg(long)]
         listen: SocketAddr,
     },
+    /// User-certificate signing through the release server's API (POST /api/ssh/certificates).
+    SshCerts(crate::sshcerts::SshCertArgs),
     /// Print the JSON lines that `heartbeats --output` appended as a markdown table.
     Table {
         #[arg(required = true)]

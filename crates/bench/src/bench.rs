@@ -125,13 +125,7 @@ struct Watch {
 
 pub async fn run(args: HeartbeatArgs) -> Result<()> {
     let me = std::env::current_exe()?;
-    let server_bin = match &args.server_bin {
-        Some(path) => path.clone(),
-        None => me
-            .parent()
-            .context("this program has no directory")?
-            .join("watchgrid-server"),
-    };
+    let server_bin = child::server_binary(args.server_bin.as_deref())?;
     if !server_bin.is_file() {
         anyhow::bail!(
             "{} not found: build it with `cargo build --release -p watchgrid-server` or pass --server-bin",

@@ -140,3 +140,14 @@ pub async fn get_ok(source: Ipv4Addr, target: SocketAddr, path: &str) -> Result<
         other => Err(Failure::Status(other)),
     }
 }
+
+/// `--server-bin`, else `watchgrid-server` next to this program.
+pub fn server_binary(given: Option<&Path>) -> Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path.to_path_buf()),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .context("this program has no directory")?
+            .join("watchgrid-server")),
+    }
+}

@@ -1,6 +1,7 @@
 //! `watchgrid-bench`: load benchmarks for Watchgrid. `heartbeats` measures heartbeat ingestion
 //! through the release server's real HTTP stack and database beside a bare axum handler loaded
-//! the same way; see `docs/benchmarks.md` and `scripts/bench-heartbeats.sh`.
+//! the same way; `ssh-certs` measures user-certificate signing through the API; see
+//! `docs/benchmarks.md`, `scripts/bench-heartbeats.sh` and `scripts/bench-ssh-certs.sh`.
 
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod http;
 mod load;
 mod procfs;
 mod seed;
+mod sshcerts;
 mod stats;
 mod table;
 
@@ -41,6 +43,7 @@ fn main() -> std::process::ExitCode {
                 Ok(())
             }
             Command::Table { files, median } => table::run(&files, median),
+            Command::SshCerts(args) => sshcerts::run(args).await,
         }
     });
     match result {

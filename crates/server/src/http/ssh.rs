@@ -105,6 +105,10 @@ pub async fn sign(
         "ssh_certificate",
         None,
         async |tx| {
+            // The write first: it takes the tenant's serial row (PostgreSQL) or the database's
+            // write lock (SQLite) before any read, so concurrent signings queue instead of
+            // failing on a stale read snapshot. A refused request rolls the serial back.
+            let serial = allocate_serial(tx, tenant.id).await?;
             let allowed = store::principals_for(
                 &mut *tx,
                 tenant.id,
@@ -131,7 +135,6 @@ pub async fn sign(
                 Some(n) => n,
             };
             let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::User).await?;
-            let serial = store::allocate_serial(&mut *tx, tenant.id).await?;
             let key_id = format!("{}@{}#{}", principal.name, tenant.slug, request_id);
             let now = std::time::SystemTime::now();
             let validity = Validity::starting_at(now, Duration::from_secs(validity_secs));
@@ -183,6 +186,16 @@ pub async fn sign(
     )
     .await
     .map(|signed| (StatusCode::CREATED, Json(signed)))
+}
+
+/// The tenant's next serial; a tenant without SSH settings has no CA yet.
+async fn allocate_serial(tx: &mut watchgrid_store::Tx, tenant: Uuid) -> ApiResult<i64> {
+    store::allocate_serial(tx, tenant)
+        .await
+        .map_err(|e| match e {
+            watchgrid_store::StoreError::NotFound => KrlError::NoCa.into(),
+            other => other.into(),
+        })
 }
 
 /// The principals to certify: the requested ones if all are allowed, else all allowed ones.
@@ -661,8 +674,9 @@ pub async fn issue_host_certificate(
         "ssh_certificate",
         Some(subject.device_id.to_string()),
         async |tx| {
+            // The write first (see `sign`).
+            let serial = allocate_serial(tx, tenant.id).await?;
             let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::Host).await?;
-            let serial = store::allocate_serial(&mut *tx, tenant.id).await?;
             let key_id = format!("device:{}@{}#{}", subject.name, tenant.slug, request_id);
             let validity = Validity::starting_at(
                 std::time::SystemTime::now(),
