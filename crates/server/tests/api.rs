@@ -32,13 +32,13 @@ async fn health_and_readiness_are_ok(backend: TestBackend) {
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
     assert_eq!(
         health.json(),
-        serde_json::json!({"status": "ok", "checks": {"db": "ok"}})
+        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok"}})
     );
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(
         ready.json(),
-        serde_json::json!({"status": "ok", "checks": {"db": "ok", "migrations": "ok"}, "migrations": "ok"})
+        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok", "migrations": "ok"}, "migrations": "ok"})
     );
 }
 
