@@ -2,7 +2,7 @@
 # User-certificate signing benchmark (docs/benchmarks.md#ssh-user-certificate-signing): builds
 # the release server and benchmark, then runs `watchgrid-bench ssh-certs` against the real API
 # (POST /api/ssh/certificates) on a fresh SQLite database and, when WATCHGRID_BENCH_PG_URL
-# points at a PostgreSQL database the benchmark may use, on PostgreSQL.
+# points at an EMPTY PostgreSQL database the benchmark may use, on PostgreSQL.
 #
 # Environment (all optional): BENCH_WARMUP (5s), BENCH_DURATION (20s), BENCH_CONCURRENCY (16),
 # BENCH_OUT (where the JSON lines go; default target/bench/ssh-certs-<time>.jsonl).

@@ -30,8 +30,9 @@ pub struct SshCertArgs {
     /// Load before the window opens (not measured).
     #[arg(long, default_value = "5s", value_parser = crate::args::parse_duration)]
     pub warmup: Duration,
-    /// Run the server on this PostgreSQL database (`postgres://...`); default: a fresh SQLite
-    /// file.
+    /// Run the server on this PostgreSQL database (`postgres://...`), which must be empty
+    /// (the CA keys of an earlier run are gone, so its tenants would fail the `ssh_ca`
+    /// check); default: a fresh SQLite file.
     #[arg(long)]
     pub database_url: Option<String>,
     /// The server binary; by default `watchgrid-server` next to this program.

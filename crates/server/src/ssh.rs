@@ -91,6 +91,9 @@ struct Cached {
 pub struct SshAuthority {
     dir: PathBuf,
     cache: Mutex<HashMap<String, Cached>>,
+    /// On SQLite, signings wait here for their turn to write rather than in SQLite's busy
+    /// handler, which sleeps in growing steps (up to 100 ms) and made the latency tail.
+    write_gate: tokio::sync::Mutex<()>,
 }
 
 impl SshAuthority {
@@ -98,11 +101,21 @@ impl SshAuthority {
         Self {
             dir,
             cache: Mutex::new(HashMap::new()),
+            write_gate: tokio::sync::Mutex::new(()),
         }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// A turn to write a certificate: one signing transaction at a time on SQLite (a single
+    /// writer anyway), none needed on PostgreSQL (the tenant's serial row orders them).
+    pub async fn write_turn(&self, db: &Database) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match db.backend() {
+            watchgrid_store::Backend::Sqlite => Some(self.write_gate.lock().await),
+            watchgrid_store::Backend::Postgres => None,
+        }
     }
 
     /// The key a CA record names, loaded from its file (or the cache while the file is

@@ -216,22 +216,32 @@ pub async fn set_validity<'a>(
     found(affected)
 }
 
+/// A serial taken from a tenant's counter, with the tenant's validity bounds read in the
+/// same statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct Allocated {
+    pub serial: i64,
+    pub default_validity_secs: i64,
+    pub max_validity_secs: i64,
+}
+
 /// Take the tenant's next certificate serial. Inside a transaction the row stays locked until
 /// commit, so concurrent signings get distinct serials and a rolled-back one is reused.
+/// `NotFound` when the tenant has no SSH settings (no CA).
 pub async fn allocate_serial<'a>(
     conn: impl Into<Conn<'a>>,
     tenant: Uuid,
-) -> Result<i64, StoreError> {
-    let serial: Option<i64> = with_conn!(conn, c => {
-        sqlx::query_scalar(
+) -> Result<Allocated, StoreError> {
+    let allocated: Option<Allocated> = with_conn!(conn, c => {
+        sqlx::query_as(
             "UPDATE ssh_settings SET next_serial = next_serial + 1 WHERE tenant_id = $1 \
-             RETURNING next_serial - 1",
+             RETURNING next_serial - 1 AS serial, default_validity_secs, max_validity_secs",
         )
         .bind(tenant)
         .fetch_optional(&mut *c)
         .await?
     });
-    serial.ok_or(StoreError::NotFound)
+    allocated.ok_or(StoreError::NotFound)
 }
 
 /// Count a change to the tenant's revocations: the KRL's version.

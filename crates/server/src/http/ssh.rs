@@ -98,6 +98,7 @@ pub async fn sign(
 ) -> ApiResult<(StatusCode, Json<SignedCertificate>)> {
     let ctx = AuditContext::new(&principal, Some(&scope), client);
     let tenant = &scope.tenant;
+    let _turn = state.ssh.write_turn(&state.db).await;
     audited(
         &state.db,
         &ctx,
@@ -108,7 +109,8 @@ pub async fn sign(
             // The write first: it takes the tenant's serial row (PostgreSQL) or the database's
             // write lock (SQLite) before any read, so concurrent signings queue instead of
             // failing on a stale read snapshot. A refused request rolls the serial back.
-            let serial = allocate_serial(tx, tenant.id).await?;
+            let settings = allocate_serial(tx, tenant.id).await?;
+            let serial = settings.serial;
             let allowed = store::principals_for(
                 &mut *tx,
                 tenant.id,
@@ -117,9 +119,6 @@ pub async fn sign(
             )
             .await?;
             let principals = choose_principals(&allowed, body.principals.as_deref(), tenant)?;
-            let settings = store::settings(&mut *tx, tenant.id)
-                .await?
-                .ok_or_else(|| ApiError::from(KrlError::NoCa))?;
             let validity_secs = match body.validity_secs {
                 None => secs(settings.default_validity_secs),
                 Some(0) => return Err(ApiError::invalid("validity_secs", "must be at least 1")),
@@ -189,7 +188,10 @@ pub async fn sign(
 }
 
 /// The tenant's next serial; a tenant without SSH settings has no CA yet.
-async fn allocate_serial(tx: &mut watchgrid_store::Tx, tenant: Uuid) -> ApiResult<i64> {
+async fn allocate_serial(
+    tx: &mut watchgrid_store::Tx,
+    tenant: Uuid,
+) -> ApiResult<store::Allocated> {
     store::allocate_serial(tx, tenant)
         .await
         .map_err(|e| match e {
@@ -667,6 +669,7 @@ pub async fn issue_host_certificate(
         subject.overlay_ip.to_owned(),
     ];
     let validity_secs = u64::from(state.config.ssh.host_cert_validity_secs);
+    let _turn = state.ssh.write_turn(&state.db).await;
     audited(
         &state.db,
         ctx,
@@ -675,7 +678,7 @@ pub async fn issue_host_certificate(
         Some(subject.device_id.to_string()),
         async |tx| {
             // The write first (see `sign`).
-            let serial = allocate_serial(tx, tenant.id).await?;
+            let serial = allocate_serial(tx, tenant.id).await?.serial;
             let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::Host).await?;
             let key_id = format!("device:{}@{}#{}", subject.name, tenant.slug, request_id);
             let validity = Validity::starting_at(
