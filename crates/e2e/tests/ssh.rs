@@ -3,9 +3,10 @@
 //! that the agent configures through its drop-in: a host certificate from the tenant's host
 //! CA, the tenant's user CA, the KRL. The operator's namespace has no WireGuard: `watchgrid
 //! ssh` gets a certificate for an ephemeral key and reaches the device through the server's
-//! relay with `StrictHostKeyChecking=yes`. A principal the caller is not allowed is refused,
-//! an expired certificate and a revoked one (once the agent fetched the new KRL) are refused
-//! by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL. After
+//! relay with `StrictHostKeyChecking=yes`; plain `ssh` with the block `watchgrid ssh-config`
+//! prints works too. A principal the caller is not allowed is refused at signing; a
+//! certificate for another principal, an expired certificate and a revoked one (once the
+//! agent fetched the new KRL) are refused by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL. After
 //! `watchgrid-server ssh-ca rotate`, certificates of the old and the new user CA both log in
 //! (and the device's host certificate moves to the new host CA) until the grace period ends;
 //! then only the new ones do.
@@ -385,12 +386,89 @@ fn operators_ssh_to_devices_through_the_server() {
         all_logs,
     );
 
+    // A certificate for another principal than the account: sshd refuses it.
+    let (status, grant) = api
+        .call(
+            "PUT",
+            "/api/ssh/principals",
+            Some(json!({"role": "operator", "principals": ["deploy", "root"]})),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{grant}");
+    let out = operator.watchgrid(&[
+        "ssh-cert",
+        "--identity",
+        key.to_str().unwrap(),
+        "--principal",
+        "deploy",
+    ]);
+    assert!(out.status.success(), "ssh-cert: {}", text(&out));
+    let out = operator.plain_ssh(&key, &known_hosts, &fqdn);
+    assert!(
+        !out.status.success(),
+        "a certificate for deploy logged in as root"
+    );
+    wait_for_or(
+        "sshd to log the principal mismatch",
+        Duration::from_secs(5),
+        || sshd_logs().contains("not a listed principal").then_some(()),
+        all_logs,
+    );
+
     // A valid one logs in; once revoked and the KRL fetched, it no longer does.
     let valid = cert_for("600");
     let out = operator.plain_ssh(&key, &known_hosts, &fqdn);
     assert!(
         out.status.success(),
         "plain ssh: {}\n{}",
+        text(&out),
+        all_logs()
+    );
+    // `watchgrid ssh-config`'s block makes plain `ssh root@<device>.<tenant>.<domain>` work.
+    let config_dir = keys.path().join("watchgrid-config");
+    let cli = program("watchgrid");
+    let out = operator
+        .ns
+        .exec(&[
+            "env",
+            &format!("WATCHGRID_CONFIG_DIR={}", config_dir.display()),
+            &format!("WATCHGRID_TOKEN={}", operator.token),
+            cli.to_str().unwrap(),
+            "--server",
+            &format!("http://{SERVER_LAN}:8080"),
+            "--tenant",
+            "default",
+            "ssh-config",
+            "--identity",
+            key.to_str().unwrap(),
+        ])
+        .unwrap();
+    assert!(out.status.success(), "ssh-config: {}", text(&out));
+    let block = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        block.contains("Host *.default.watchgrid.internal\n"),
+        "{block}"
+    );
+    assert!(block.contains("StrictHostKeyChecking yes"), "{block}");
+    let ssh_config = keys.path().join("ssh_config");
+    std::fs::write(&ssh_config, &block).unwrap();
+    let out = operator
+        .ns
+        .exec(&[
+            "env",
+            &format!("WATCHGRID_TOKEN={}", operator.token),
+            "ssh",
+            "-F",
+            ssh_config.to_str().unwrap(),
+            "-o",
+            "BatchMode=yes",
+            &format!("root@{fqdn}"),
+            "true",
+        ])
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh with the ssh-config block:\n{block}\n{}\n{}",
         text(&out),
         all_logs()
     );
