@@ -31,6 +31,9 @@ pub struct HostCertMeta {
     pub valid_after: String,
     pub valid_before: String,
     pub ca_fingerprint: String,
+    /// The names it carries.
+    #[serde(default)]
+    pub principals: Vec<String>,
 }
 
 /// The sshd state the agent manages.
@@ -96,6 +99,7 @@ impl SshManager {
             valid_after: cert.valid_after.clone(),
             valid_before: cert.valid_before.clone(),
             ca_fingerprint: cert.ca_fingerprint.clone(),
+            principals: cert.principals.clone(),
         };
         let json = serde_json::to_vec_pretty(&meta)
             .map_err(|e| AgentError::Failed(format!("cannot encode the host cert state: {e}")))?;
@@ -108,12 +112,14 @@ impl SshManager {
         serde_json::from_str(&text).ok()
     }
 
-    /// Whether the stored certificate must be replaced: none, another key, past half-life, or
-    /// signed by a host CA that is no longer the active one.
+    /// Whether the stored certificate must be replaced: none, another key, past half-life,
+    /// signed by a host CA that is no longer the active one, or for other names than the
+    /// server now expects (the device was renamed).
     pub fn needs_host_cert(
         &self,
         public_key: &str,
         active_host_ca: Option<&str>,
+        expected_principals: Option<&[String]>,
         now: DateTime<Utc>,
     ) -> bool {
         let Some(meta) = self.host_cert_meta() else {
@@ -123,6 +129,9 @@ impl SshManager {
             return true;
         }
         if active_host_ca.is_some_and(|active| active != meta.ca_fingerprint) {
+            return true;
+        }
+        if expected_principals.is_some_and(|expected| expected != meta.principals.as_slice()) {
             return true;
         }
         let parse = |t: &str| DateTime::parse_from_rfc3339(t).map(|t| t.with_timezone(&Utc));
@@ -175,7 +184,12 @@ impl SshManager {
         let mut with_host_cert = false;
         match &host_key {
             Some(key) => {
-                if self.needs_host_cert(key, active_host_ca, Utc::now()) {
+                if self.needs_host_cert(
+                    key,
+                    active_host_ca,
+                    ca.host_principals.as_deref(),
+                    Utc::now(),
+                ) {
                     let cert = api.host_certificate(key).await?;
                     changes.host_cert = self.store_host_cert(key, &cert)?;
                     info!(serial = cert.serial, valid_before = %cert.valid_before, principals = ?cert.principals, "SSH host certificate renewed");
@@ -295,18 +309,37 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let m = manager(dir.path());
         let at = |t: &str| DateTime::parse_from_rfc3339(t).unwrap().with_timezone(&Utc);
-        assert!(m.needs_host_cert("key", None, at("2026-01-01T00:00:00Z")));
+        assert!(m.needs_host_cert("key", None, None, at("2026-01-01T00:00:00Z")));
         m.store_host_cert(
             "key",
             &cert("2026-01-01T00:00:00Z", "2026-01-11T00:00:00Z", "SHA256:a"),
         )
         .unwrap();
         // Before half-life: kept; from half-life on: renewed.
-        assert!(!m.needs_host_cert("key", Some("SHA256:a"), at("2026-01-05T23:59:59Z")));
-        assert!(m.needs_host_cert("key", Some("SHA256:a"), at("2026-01-06T00:00:00Z")));
+        let names = ["web.acme.watchgrid.internal".to_string()];
+        assert!(!m.needs_host_cert(
+            "key",
+            Some("SHA256:a"),
+            Some(&names),
+            at("2026-01-05T23:59:59Z")
+        ));
+        assert!(m.needs_host_cert(
+            "key",
+            Some("SHA256:a"),
+            Some(&names),
+            at("2026-01-06T00:00:00Z")
+        ));
+        // Renamed: other names expected.
+        let renamed = ["db.acme.watchgrid.internal".to_string()];
+        assert!(m.needs_host_cert(
+            "key",
+            Some("SHA256:a"),
+            Some(&renamed),
+            at("2026-01-02T00:00:00Z")
+        ));
         // Another host key, or another active host CA (a rotation): renewed at once.
-        assert!(m.needs_host_cert("other", Some("SHA256:a"), at("2026-01-02T00:00:00Z")));
-        assert!(m.needs_host_cert("key", Some("SHA256:b"), at("2026-01-02T00:00:00Z")));
+        assert!(m.needs_host_cert("other", Some("SHA256:a"), None, at("2026-01-02T00:00:00Z")));
+        assert!(m.needs_host_cert("key", Some("SHA256:b"), None, at("2026-01-02T00:00:00Z")));
         let mode = std::os::unix::fs::PermissionsExt::mode(
             &std::fs::metadata(dir.path().join("ssh").join(HOST_CERT_FILE))
                 .unwrap()

@@ -9,7 +9,7 @@
 //! agent fetched the new KRL) are refused by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL. After
 //! `watchgrid-server ssh-ca rotate`, certificates of the old and the new user CA both log in
 //! (and the device's host certificate moves to the new host CA) until the grace period ends;
-//! then only the new ones do.
+//! then only the new ones do. A renamed device gets a host certificate for its new name.
 
 #![allow(
     clippy::unwrap_used,
@@ -614,4 +614,39 @@ fn operators_ssh_to_devices_through_the_server() {
         text(&out)
     );
     keygen(&["-L", "-f", &format!("{}-cert.pub", old_key.display())]);
+
+    // A renamed device gets a host certificate for its new Magic DNS name at the next poll.
+    let device_id = devices["items"][0]["id"].as_str().unwrap().to_owned();
+    let renewals = agent_logs().matches("SSH host certificate renewed").count();
+    let (status, renamed) = api
+        .call(
+            "PATCH",
+            &format!("/api/devices/{device_id}"),
+            Some(json!({"name": "renamed"})),
+        )
+        .unwrap();
+    assert_eq!(status, 200, "{renamed}");
+    wait_for_or(
+        "the host certificate for the new name",
+        Duration::from_secs(15),
+        || (agent_logs().matches("SSH host certificate renewed").count() > renewals).then_some(()),
+        all_logs,
+    );
+    let listing = keygen(&["-L", "-f", host_cert.to_str().unwrap()]);
+    assert!(
+        listing.contains("                renamed.default.watchgrid.internal\n"),
+        "{listing}"
+    );
+    wait_for_or(
+        "watchgrid ssh to the renamed device",
+        Duration::from_secs(10),
+        || {
+            operator
+                .watchgrid(&["ssh", "root@renamed", "--", "true"])
+                .status
+                .success()
+                .then_some(())
+        },
+        all_logs,
+    );
 }

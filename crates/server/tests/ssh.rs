@@ -741,6 +741,27 @@ async fn a_wiped_ca_fails_health_and_signing_until_restored(backend: TestBackend
     );
 }
 
+/// A request to the agent API with a device credential.
+async fn agent_request(
+    router: &axum::Router,
+    credential: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {credential}"));
+    let request = match body {
+        Some(body) => request
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string())),
+        None => request.body(Body::empty()),
+    };
+    common::send(router, request.unwrap()).await
+}
+
 async fn devices_get_host_certificates(backend: TestBackend) {
     let app = TestApp::with_config(backend, NO_WG).await;
     let root = app.admin_token().await;
@@ -784,15 +805,16 @@ async fn devices_get_host_certificates(backend: TestBackend) {
     let router = watchgrid_server::http::agent_router(app.state.clone()).layer(MockConnectInfo(
         SocketAddr::new(address.parse().unwrap(), 40000),
     ));
-    let reply = common::send(
-        &router,
-        Request::post("/api/agent/ssh/host-certificate")
-            .header("authorization", format!("Bearer {credential}"))
-            .header("content-type", "application/json")
-            .body(Body::from(json!({"public_key": host_key}).to_string()))
-            .unwrap(),
-    )
-    .await;
+    let renew = || {
+        agent_request(
+            &router,
+            credential,
+            "POST",
+            "/api/agent/ssh/host-certificate",
+            Some(json!({"public_key": host_key})),
+        )
+    };
+    let reply = renew().await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     let renewed = reply.json();
     assert_ne!(renewed["serial"], cert["serial"]);
@@ -810,6 +832,32 @@ async fn devices_get_host_certificates(backend: TestBackend) {
         .json();
     assert_eq!(issued[0]["kind"], "host");
     assert_eq!(issued[0]["subject"], "web-01");
+
+    // The agent API tells the device which names its certificate must carry; after a rename
+    // they change (the agent then renews), and a renewal carries the new name.
+    let agent_ca = agent_request(&router, credential, "GET", "/api/agent/ssh/ca", None)
+        .await
+        .json();
+    assert_eq!(agent_ca["host_principals"], cert["principals"]);
+    let device_id = enrolled["device_id"].as_str().unwrap();
+    let renamed = app
+        .call("PATCH", format!("/api/devices/{device_id}"))
+        .token(&root)
+        .json(json!({"name": "db-01"}))
+        .send()
+        .await;
+    assert_eq!(renamed.status, StatusCode::OK, "{}", renamed.body);
+    let agent_ca = agent_request(&router, credential, "GET", "/api/agent/ssh/ca", None)
+        .await
+        .json();
+    assert_eq!(
+        agent_ca["host_principals"],
+        json!(["db-01.default.watchgrid.internal", "100.64.0.2"])
+    );
+    let reply = renew().await;
+    assert_eq!(reply.json()["principals"], agent_ca["host_principals"]);
+    // Users' view of the CA carries no device's names.
+    assert!(ca.get("host_principals").is_none(), "{ca}");
 }
 
 async fn rotation_trusts_old_and_new_keys_until_the_grace_ends(backend: TestBackend) {

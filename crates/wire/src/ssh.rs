@@ -65,6 +65,10 @@ pub struct SshCaKeys {
     pub known_hosts: String,
     /// The host names the host CA vouches for: `*.<tenant>.<domain>`.
     pub host_pattern: String,
+    /// On the agent API only: the names the calling device's host certificate must carry
+    /// (its Magic DNS name and overlay address); the agent renews when they change (a rename).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_principals: Option<Vec<String>>,
 }
 
 /// `GET`/`PUT /api/ssh/settings`: the tenant's validity bounds for user certificates.

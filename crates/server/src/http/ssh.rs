@@ -339,6 +339,7 @@ pub async fn ca_keys(state: &AppState, tenant: &TenantRow) -> ApiResult<SshCaKey
         trusted_user_ca_keys,
         known_hosts,
         host_pattern,
+        host_principals: None,
     })
 }
 
@@ -637,7 +638,24 @@ pub async fn agent_ca(
     device: DeviceCaller,
 ) -> ApiResult<Json<SshCaKeys>> {
     let tenant = device_tenant(&state, &device).await?;
-    Ok(Json(ca_keys(&state, &tenant).await?))
+    let mut keys = ca_keys(&state, &tenant).await?;
+    keys.host_principals = Some(host_principals(
+        &state,
+        &tenant,
+        &device.0.name,
+        &device.0.overlay_ip.to_string(),
+    ));
+    Ok(Json(keys))
+}
+
+/// What a device's host certificate names: its Magic DNS name and overlay address.
+pub fn host_principals(
+    state: &AppState,
+    tenant: &TenantRow,
+    name: &str,
+    overlay_ip: &str,
+) -> Vec<String> {
+    vec![device_fqdn(state, tenant, name), overlay_ip.to_owned()]
 }
 
 /// The device a host certificate is for.
@@ -664,10 +682,7 @@ pub async fn issue_host_certificate(
     request_id: &str,
 ) -> ApiResult<HostCertificate> {
     let tenant = subject.tenant;
-    let principals = vec![
-        device_fqdn(state, tenant, subject.name),
-        subject.overlay_ip.to_owned(),
-    ];
+    let principals = host_principals(state, tenant, subject.name, subject.overlay_ip);
     let validity_secs = u64::from(state.config.ssh.host_cert_validity_secs);
     let _turn = state.ssh.write_turn(&state.db).await;
     audited(
