@@ -858,6 +858,26 @@ async fn devices_get_host_certificates(backend: TestBackend) {
     assert_eq!(reply.json()["principals"], agent_ca["host_principals"]);
     // Users' view of the CA carries no device's names.
     assert!(ca.get("host_principals").is_none(), "{ca}");
+
+    // The SSH relay: only for callers granted a principal, and only as an upgrade (the
+    // upgrade itself runs end to end in crates/e2e/tests/ssh.rs).
+    let relay = format!("/api/devices/{device_id}/ssh-relay");
+    let refused = app.call("GET", relay.clone()).token(&root).send().await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
+    grant(
+        &app,
+        &root,
+        "default",
+        json!({"role": "owner", "principals": ["root"]}),
+    )
+    .await;
+    let plain = app.call("GET", relay).token(&root).send().await;
+    assert_eq!(plain.status, StatusCode::BAD_REQUEST, "{}", plain.body);
+    assert!(
+        plain.body.contains("Upgrade: watchgrid-tcp"),
+        "{}",
+        plain.body
+    );
 }
 
 async fn rotation_trusts_old_and_new_keys_until_the_grace_ends(backend: TestBackend) {

@@ -784,9 +784,10 @@ pub const SSH_PORT: u16 = 22;
 
 #[utoipa::path(get, path = "/api/devices/{id}/ssh-relay", tag = "ssh", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 101, description = "Switching protocols (`Upgrade: watchgrid-tcp`): the connection now carries the device's SSH port, both ways"),
-        (status = 400, body = ErrorBody, description = "Not an upgrade request"), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody, description = "The device's sshd did not accept the connection")))]
+        (status = 400, body = ErrorBody, description = "Not an upgrade request"), (status = 403, body = ErrorBody, description = "The caller is granted no SSH principal in the tenant"), (status = 404, body = ErrorBody), (status = 503, body = ErrorBody, description = "The device's sshd did not accept the connection")))]
 /// A TCP relay to the device's SSH port over the overlay, for `watchgrid ssh-proxy`: send
-/// `Connection: upgrade` and `Upgrade: watchgrid-tcp`. Audited as `ssh.relay.open`.
+/// `Connection: upgrade` and `Upgrade: watchgrid-tcp`. Only for callers granted at least one
+/// principal in the tenant (403 otherwise). Audited as `ssh.relay.open`.
 pub async fn ssh_relay(
     State(state): State<AppState>,
     principal: Principal,
@@ -800,6 +801,17 @@ pub async fn ssh_relay(
     let device = watchgrid_store::devices::device(&state.db, scope.tenant.id, device_id)
         .await?
         .ok_or(ApiError::NotFound)?;
+    // Only callers who may get a certificate in this tenant reach its devices' sshd.
+    let allowed = store::principals_for(
+        &state.db,
+        scope.tenant.id,
+        principal.user_id,
+        scope.role.as_str(),
+    )
+    .await?;
+    if allowed.is_empty() {
+        return Err(ApiError::Forbidden);
+    }
     let wants_upgrade = request
         .headers()
         .get(header::UPGRADE)
