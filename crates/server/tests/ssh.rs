@@ -148,17 +148,22 @@ async fn sign(app: &TestApp, token: &str, tenant: &str, body: Value) -> Reply {
         .await
 }
 
-/// Tenant `acme`, whose owners may log in as `root`.
-async fn acme_with_root_principal(app: &TestApp, root: &str) {
-    create_tenant(app, root, "acme").await;
+/// Let the owners of `tenant` log in as `root`.
+async fn owners_may_be_root(app: &TestApp, root: &str, tenant: &str) {
     let granted = grant(
         app,
         root,
-        "acme",
+        tenant,
         json!({"role": "owner", "principals": ["root"]}),
     )
     .await;
     assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+}
+
+/// Tenant `acme`, whose owners may log in as `root`.
+async fn acme_with_root_principal(app: &TestApp, root: &str) {
+    create_tenant(app, root, "acme").await;
+    owners_may_be_root(app, root, "acme").await;
 }
 
 /// The length of a signed certificate's validity window, in seconds.
@@ -529,13 +534,7 @@ async fn revocations_reach_the_krl(backend: TestBackend) {
     let root = app.admin_token().await;
     let keys = tempfile::tempdir().unwrap();
     let key = user_key(keys.path(), "k");
-    grant(
-        &app,
-        &root,
-        "default",
-        json!({"role": "owner", "principals": ["root"]}),
-    )
-    .await;
+    owners_may_be_root(&app, &root, "default").await;
     app.call("POST", "/api/users")
         .token(&root)
         .json(json!({"username": "bob", "password": "Bob-Pass-word-1", "role": "operator"}))
@@ -864,13 +863,7 @@ async fn devices_get_host_certificates(backend: TestBackend) {
     let relay = format!("/api/devices/{device_id}/ssh-relay");
     let refused = app.call("GET", relay.clone()).token(&root).send().await;
     assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.body);
-    grant(
-        &app,
-        &root,
-        "default",
-        json!({"role": "owner", "principals": ["root"]}),
-    )
-    .await;
+    owners_may_be_root(&app, &root, "default").await;
     let plain = app.call("GET", relay).token(&root).send().await;
     assert_eq!(plain.status, StatusCode::BAD_REQUEST, "{}", plain.body);
     assert!(
@@ -999,13 +992,7 @@ async fn rotation_trusts_old_and_new_keys_until_the_grace_ends(backend: TestBack
 async fn concurrent_signings_all_succeed_with_distinct_serials(backend: TestBackend) {
     let app = TestApp::with_config(backend, NO_WG).await;
     let root = app.admin_token().await;
-    grant(
-        &app,
-        &root,
-        "default",
-        json!({"role": "owner", "principals": ["root"]}),
-    )
-    .await;
+    owners_may_be_root(&app, &root, "default").await;
     let keys = tempfile::tempdir().unwrap();
     let key = user_key(keys.path(), "k");
     let replies =
