@@ -41,6 +41,8 @@ pub struct HostCertMeta {
 pub struct SshManager {
     config: SshConfig,
     files: PrivateDir,
+    /// Whether the missing host key was already reported (once per run, not every poll).
+    warned_no_host_key: std::sync::atomic::AtomicBool,
 }
 
 /// What one sync changed.
@@ -57,6 +59,7 @@ impl SshManager {
         SshManager {
             config,
             files: PrivateDir::new(state_dir.join("ssh")),
+            warned_no_host_key: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -196,10 +199,17 @@ impl SshManager {
                 }
                 with_host_cert = true;
             }
-            None => warn!(
-                file = %self.config.host_key.display(),
-                "no SSH host key: sshd gets no host certificate"
-            ),
+            None => {
+                if !self
+                    .warned_no_host_key
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn!(
+                        file = %self.config.host_key.display(),
+                        "no SSH host key: sshd gets no host certificate"
+                    );
+                }
+            }
         }
         let dropin = self.dropin(with_host_cert);
         let dropin_dir = PrivateDir::new(
