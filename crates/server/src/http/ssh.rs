@@ -98,6 +98,36 @@ pub async fn sign(
 ) -> ApiResult<(StatusCode, Json<SignedCertificate>)> {
     let ctx = AuditContext::new(&principal, Some(&scope), client);
     let tenant = &scope.tenant;
+    // What needs no lock, outside the transaction: who may be which principal, the active CA
+    // and its key (a rotation committing meanwhile only means the previous key signs, which
+    // stays trusted through the grace period), the subject key's fingerprint.
+    let prepared = async {
+        let allowed =
+            store::principals_for(&state.db, tenant.id, principal.user_id, scope.role.as_str())
+                .await?;
+        let principals = choose_principals(&allowed, body.principals.as_deref(), tenant)?;
+        let key_fingerprint = watchgrid_sshca::PublicKey::from_openssh(body.public_key.trim())
+            .map_err(sign_error)?
+            .fingerprint();
+        let (ca, key) = state.ssh.active(&state.db, tenant, CaKind::User).await?;
+        Ok::<_, ApiError>((principals, key_fingerprint, ca, key))
+    }
+    .await;
+    let (principals, key_fingerprint, ca, key) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => {
+            crate::audit::record_failure(
+                &state.db,
+                &ctx,
+                "ssh.certificate.sign",
+                "ssh_certificate",
+                None,
+                &err,
+            )
+            .await;
+            return Err(err);
+        }
+    };
     let _turn = state.ssh.write_turn(&state.db).await;
     audited(
         &state.db,
@@ -111,14 +141,6 @@ pub async fn sign(
             // failing on a stale read snapshot. A refused request rolls the serial back.
             let settings = allocate_serial(tx, tenant.id).await?;
             let serial = settings.serial;
-            let allowed = store::principals_for(
-                &mut *tx,
-                tenant.id,
-                principal.user_id,
-                scope.role.as_str(),
-            )
-            .await?;
-            let principals = choose_principals(&allowed, body.principals.as_deref(), tenant)?;
             let validity_secs = match body.validity_secs {
                 None => secs(settings.default_validity_secs),
                 Some(0) => return Err(ApiError::invalid("validity_secs", "must be at least 1")),
@@ -133,7 +155,6 @@ pub async fn sign(
                 }
                 Some(n) => n,
             };
-            let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::User).await?;
             let key_id = format!("{}@{}#{}", principal.name, tenant.slug, request_id);
             let now = std::time::SystemTime::now();
             let validity = Validity::starting_at(now, Duration::from_secs(validity_secs));
@@ -145,9 +166,6 @@ pub async fn sign(
                 secs(serial),
             );
             let certificate = key.sign_user(&request).map_err(sign_error)?;
-            let key_fingerprint = watchgrid_sshca::PublicKey::from_openssh(body.public_key.trim())
-                .map_err(sign_error)?
-                .fingerprint();
             let row = CertRow {
                 tenant_id: tenant.id,
                 serial,
