@@ -76,6 +76,41 @@ fn help_lists_the_commands() {
 }
 
 #[test]
+fn ssh_arguments_are_checked_before_any_request() {
+    let (out, _dir) = watchgrid(&["--help"]);
+    for command in ["ssh", "ssh-proxy", "ssh-cert", "ssh-config"] {
+        assert!(stdout(&out).contains(command), "{command} missing");
+    }
+    let (out, _dir) = watchgrid(&["--server", CLOSED, "ssh"]);
+    assert_eq!(out.status.code(), Some(2));
+    for args in [
+        &[
+            "--server",
+            CLOSED,
+            "ssh",
+            "-i",
+            "/nonexistent/key",
+            "web-01",
+        ][..],
+        &[
+            "--server",
+            CLOSED,
+            "ssh-cert",
+            "--identity",
+            "/nonexistent/key",
+        ][..],
+    ] {
+        let (out, _dir) = watchgrid(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        let line = one_error_line(&out);
+        assert!(
+            line.contains("'--identity'") && line.contains("/nonexistent/key.pub"),
+            "{line}"
+        );
+    }
+}
+
+#[test]
 fn device_arguments_are_checked_before_any_request() {
     let (out, _dir) = watchgrid(&["--server", CLOSED, "devices", "rename", "laptop", "-x"]);
     assert_eq!(out.status.code(), Some(2));

@@ -87,27 +87,15 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<(), CliError> {
     };
     let target = parse_target(&host);
     let ctx = scoped(ctx, &target);
-    let mut client = ctx.client()?;
-    let device = find(&ctx, &mut client, &target.device).await?;
-    let ca = client.ssh_ca().await?;
     let dir = tempfile::Builder::new()
         .prefix("watchgrid-ssh-")
         .tempdir()
         .map_err(|e| CliError::Failed(format!("cannot create a temporary directory: {e}")))?;
     let files = PrivateDir::new(dir.path());
-    // The key: the user's (-i), or a new Ed25519 key that exists only for this session.
+    // The key first (a bad -i is a usage error before any request): the user's (-i), or a
+    // new Ed25519 key that exists only for this session.
     let (identity, public_key) = match &args.identity {
-        Some(path) => {
-            let public_path = PathBuf::from(format!("{}.pub", path.display()));
-            let public = std::fs::read_to_string(&public_path).map_err(|e| {
-                CliError::Usage(format!(
-                    "invalid value '{}' for '--identity': cannot read {}: {e}",
-                    path.display(),
-                    public_path.display()
-                ))
-            })?;
-            (path.clone(), public.trim().to_string())
-        }
+        Some(path) => (path.clone(), read_public_key(path)?),
         None => {
             let key = watchgrid_sshca::CaKey::generate("watchgrid ssh (ephemeral)")
                 .map_err(|e| CliError::Failed(format!("cannot generate a key: {e}")))?;
@@ -118,6 +106,9 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<(), CliError> {
             (files.file("id_ed25519"), key.public_key_openssh())
         }
     };
+    let mut client = ctx.client()?;
+    let device = find(&ctx, &mut client, &target.device).await?;
+    let ca = client.ssh_ca().await?;
     let signed = client
         .sign_ssh_key(&SignRequest {
             public_key,
@@ -189,6 +180,21 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<(), CliError> {
     }
 }
 
+/// The public key next to a private key file (`KEY.pub`); a missing one is a usage error
+/// naming `--identity`.
+fn read_public_key(identity: &Path) -> Result<String, CliError> {
+    let public_path = PathBuf::from(format!("{}.pub", identity.display()));
+    std::fs::read_to_string(&public_path)
+        .map(|text| text.trim().to_string())
+        .map_err(|e| {
+            CliError::Usage(format!(
+                "invalid value '{}' for '--identity': cannot read {}: {e}",
+                identity.display(),
+                public_path.display()
+            ))
+        })
+}
+
 /// `ssh-proxy`: relay standard input and output to the device's SSH port.
 pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
     let target = parse_target(&args.target);
@@ -217,18 +223,11 @@ pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
 
 /// `ssh-cert`: a certificate for the user's own key, written next to it as `<key>-cert.pub`.
 pub async fn ssh_cert(ctx: &Ctx, args: SshCertArgs) -> Result<(), CliError> {
-    let public_path = PathBuf::from(format!("{}.pub", args.identity.display()));
-    let public = std::fs::read_to_string(&public_path).map_err(|e| {
-        CliError::Usage(format!(
-            "invalid value '{}' for '--identity': cannot read {}: {e}",
-            args.identity.display(),
-            public_path.display()
-        ))
-    })?;
+    let public_key = read_public_key(&args.identity)?;
     let mut client = ctx.client()?;
     let signed = client
         .sign_ssh_key(&SignRequest {
-            public_key: public.trim().to_string(),
+            public_key,
             principals: (!args.principal.is_empty()).then(|| args.principal.clone()),
             validity_secs: args.validity,
         })
