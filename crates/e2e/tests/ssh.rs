@@ -348,6 +348,15 @@ fn operators_ssh_to_devices_through_the_server() {
         .call("GET", "/api/audit?action=ssh.relay.open", None)
         .unwrap();
     assert!(audit["items"].as_array().unwrap().len() >= 2, "{audit}");
+    let metrics = api.text("/metrics").unwrap();
+    assert!(
+        !metrics.contains("watchgrid_ssh_relays_opened_total 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("watchgrid_ssh_relays_opened_total "),
+        "{metrics}"
+    );
 
     // A principal the operator is not allowed: refused at signing, naming it.
     let out = operator.watchgrid(&["ssh", &format!("postgres@{name}"), "--", "true"]);

@@ -86,6 +86,13 @@ pub struct Metrics {
     pub dns: Arc<QueryCounters>,
     dns_queries: Family<RcodeLabels, Counter>,
     dns_forwarded: Counter,
+    ssh_certificates: Family<KindLabels, Counter>,
+    ssh_relays: Counter,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -195,6 +202,21 @@ impl Metrics {
             "Magic DNS queries for names outside the domain handed to the forwarder (cache or upstream)",
             dns_forwarded.clone(),
         );
+        let ssh_certificates = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "watchgrid_ssh_certificates_issued",
+            "SSH certificates the tenants' CAs signed, by kind (user, host)",
+            ssh_certificates.clone(),
+        );
+        for kind in ["user", "host"] {
+            let _ = ssh_certificates.get_or_create(&KindLabels { kind });
+        }
+        let ssh_relays = Counter::default();
+        registry.register(
+            "watchgrid_ssh_relays_opened",
+            "SSH relays opened to devices",
+            ssh_relays.clone(),
+        );
         for result in REGISTRATION_RESULTS {
             let _ = registrations.get_or_create(&ResultLabels { result });
         }
@@ -223,7 +245,20 @@ impl Metrics {
             dns: Arc::new(QueryCounters::default()),
             dns_queries,
             dns_forwarded,
+            ssh_certificates,
+            ssh_relays,
         }
+    }
+
+    /// One certificate signed: `kind` is `user` or `host`.
+    pub fn ssh_certificate_issued(&self, kind: &'static str) {
+        self.ssh_certificates
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    pub fn ssh_relay_opened(&self) {
+        self.ssh_relays.inc();
     }
 
     pub fn wireguard_peers_set(&self, peers: i64) {

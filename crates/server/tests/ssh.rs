@@ -431,6 +431,12 @@ async fn certificates_for_granted_principals_only(backend: TestBackend) {
     assert_eq!(issued.as_array().unwrap().len(), 4);
     assert_eq!(issued[0]["serial"], 4);
     assert_eq!(issued[0]["subject"], "admin");
+    let metrics = app.get("/metrics").await.body;
+    assert!(
+        metrics.contains(r#"watchgrid_ssh_certificates_issued_total{kind="user"} 5"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"watchgrid_ssh_certificates_issued_total{kind="host"} 0"#));
 }
 
 fn fresh_wg_key() -> String {
@@ -857,6 +863,11 @@ async fn devices_get_host_certificates(backend: TestBackend) {
     assert_eq!(reply.json()["principals"], agent_ca["host_principals"]);
     // Users' view of the CA carries no device's names.
     assert!(ca.get("host_principals").is_none(), "{ca}");
+    let metrics = app.get("/metrics").await.body;
+    assert!(
+        metrics.contains(r#"watchgrid_ssh_certificates_issued_total{kind="host"} 3"#),
+        "{metrics}"
+    );
 
     // The SSH relay: only for callers granted a principal, and only as an upgrade (the
     // upgrade itself runs end to end in crates/e2e/tests/ssh.rs).

@@ -202,7 +202,10 @@ pub async fn sign(
         },
     )
     .await
-    .map(|signed| (StatusCode::CREATED, Json(signed)))
+    .map(|signed| {
+        state.metrics.ssh_certificate_issued("user");
+        (StatusCode::CREATED, Json(signed))
+    })
 }
 
 /// The tenant's next serial; a tenant without SSH settings has no CA yet.
@@ -762,6 +765,7 @@ pub async fn issue_host_certificate(
         },
     )
     .await
+    .inspect(|_| state.metrics.ssh_certificate_issued("host"))
 }
 
 #[utoipa::path(post, path = "/api/agent/ssh/host-certificate", tag = "agent", security(("device" = [])), request_body = HostCertificateRequest,
@@ -894,6 +898,7 @@ pub async fn ssh_relay(
         },
     )
     .await?;
+    state.metrics.ssh_relay_opened();
     let upgrade = hyper::upgrade::on(&mut request);
     let name = device.name.clone();
     tokio::spawn(async move {
