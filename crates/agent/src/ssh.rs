@@ -24,6 +24,9 @@ pub const HOST_CERT_META_FILE: &str = "host-cert.json";
 pub const TRUSTED_USER_CA_FILE: &str = "trusted_user_ca_keys";
 pub const KRL_FILE: &str = "revoked_keys";
 
+/// How soon a failed sync is retried (at most the poll interval).
+pub const RETRY_AFTER_FAILURE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// What the agent remembers about its host certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostCertMeta {
@@ -277,7 +280,14 @@ impl SshManager {
                     warn!(error = %err.one_line(), "ssh sync failed");
                 }
             }
-            tokio::time::sleep(self.config.poll).await;
+            // A failed round (the tunnel still coming up, the server restarting) is retried
+            // within seconds rather than a whole poll interval later.
+            let delay = if failing {
+                self.config.poll.min(RETRY_AFTER_FAILURE)
+            } else {
+                self.config.poll
+            };
+            tokio::time::sleep(delay).await;
         }
     }
 }

@@ -74,13 +74,16 @@ impl Agent {
         }
     }
 
-    /// The global options (state directory, interface) followed by `rest`.
+    /// The global options (state directory, interface, `--no-ssh`) followed by `rest`. These
+    /// agents run on the host's filesystem: `--no-ssh` keeps them away from its /etc/ssh
+    /// (`tests/ssh.rs` runs the agent's sshd management against a throwaway sshd).
     pub fn args<'a>(&'a self, rest: &[&'a str]) -> Vec<&'a str> {
         let mut args = vec![
             "--state-dir",
             self.state.path().to_str().unwrap_or_default(),
             "--interface",
             &self.interface,
+            "--no-ssh",
         ];
         args.extend_from_slice(rest);
         args
