@@ -1057,3 +1057,52 @@ async fn futures_join_all<F: std::future::Future>(
     }
     out
 }
+
+/// Two replicas on one PostgreSQL database sign for the same tenant at once: each takes its
+/// serials from blocks it reserved, so none is issued twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sign_with_distinct_serials() {
+    let app = TestApp::with_config(TestBackend::Postgres, NO_WG).await;
+    let other_state = common::state_for(&app.db, NO_WG).await;
+    assert!(
+        watchgrid_server::serve::prepare_database(&other_state, other_state.db.migrator()).await
+    );
+    let other = common::app_router(other_state);
+    let root = app.admin_token().await;
+    owners_may_be_root(&app, &root, "default").await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    let via_other = |n: usize| {
+        let request = Request::post("/api/ssh/certificates")
+            .header("authorization", format!("Bearer {root}"))
+            .header("x-watchgrid-tenant", "default")
+            .header("content-type", "application/json")
+            .header("x-request-id", format!("other-{n}"))
+            .body(Body::from(json!({"public_key": key}).to_string()))
+            .unwrap();
+        common::send(&other, request)
+    };
+    let mut replies =
+        futures_join_all((0..20).map(|_| sign(&app, &root, "default", json!({"public_key": key}))))
+            .await;
+    replies.extend(futures_join_all((0..20).map(via_other)).await);
+    replies.extend(
+        futures_join_all((0..20).map(|_| sign(&app, &root, "default", json!({"public_key": key}))))
+            .await,
+    );
+    let mut serials: Vec<u64> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, StatusCode::CREATED, "{}", r.body);
+            r.json()["serial"].as_u64().unwrap()
+        })
+        .collect();
+    serials.sort_unstable();
+    let before = serials.len();
+    serials.dedup();
+    assert_eq!(
+        serials.len(),
+        before,
+        "a serial was issued twice: {serials:?}"
+    );
+}

@@ -244,6 +244,27 @@ pub async fn allocate_serial<'a>(
     allocated.ok_or(StoreError::NotFound)
 }
 
+/// Reserve `count` consecutive serials of a tenant in one short statement of its own and
+/// return the first. Used on PostgreSQL so that signings do not queue on the tenant's serial
+/// row until their commit (see `SshAuthority::next_serial`). `NotFound` without settings.
+pub async fn reserve_serials<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    count: i64,
+) -> Result<i64, StoreError> {
+    let first: Option<(i64,)> = with_conn!(conn, c => {
+        sqlx::query_as(
+            "UPDATE ssh_settings SET next_serial = next_serial + $2 WHERE tenant_id = $1 \
+             RETURNING next_serial - $2",
+        )
+        .bind(tenant)
+        .bind(count)
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    first.map(|(first,)| first).ok_or(StoreError::NotFound)
+}
+
 /// Count a change to the tenant's revocations: the KRL's version.
 pub async fn bump_krl_version<'a>(
     conn: impl Into<Conn<'a>>,

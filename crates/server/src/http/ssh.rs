@@ -110,10 +110,27 @@ pub async fn sign(
             .map_err(sign_error)?
             .fingerprint();
         let (ca, key) = state.ssh.active(&state.db, tenant, CaKind::User).await?;
-        Ok::<_, ApiError>((principals, key_fingerprint, ca, key))
+        // PostgreSQL reserves the serial before the transaction: check the requested
+        // validity first, so that a refused request uses none (the transaction checks again).
+        if state.db.backend() == watchgrid_store::Backend::Postgres {
+            let settings = store::settings(&state.db, tenant.id)
+                .await?
+                .ok_or(KrlError::NoCa)?;
+            validity_for(
+                body.validity_secs,
+                settings.default_validity_secs,
+                settings.max_validity_secs,
+            )?;
+        }
+        let reserved = state
+            .ssh
+            .next_serial(&state.db, tenant.id)
+            .await
+            .map_err(no_ca_if_missing)?;
+        Ok::<_, ApiError>((principals, key_fingerprint, ca, key, reserved))
     }
     .await;
-    let (principals, key_fingerprint, ca, key) = match prepared {
+    let (principals, key_fingerprint, ca, key, reserved) = match prepared {
         Ok(prepared) => prepared,
         Err(err) => {
             crate::audit::record_failure(
@@ -139,22 +156,26 @@ pub async fn sign(
             // The write first: it takes the tenant's serial row (PostgreSQL) or the database's
             // write lock (SQLite) before any read, so concurrent signings queue instead of
             // failing on a stale read snapshot. A refused request rolls the serial back.
-            let settings = allocate_serial(tx, tenant.id).await?;
-            let serial = settings.serial;
-            let validity_secs = match body.validity_secs {
-                None => secs(settings.default_validity_secs),
-                Some(0) => return Err(ApiError::invalid("validity_secs", "must be at least 1")),
-                Some(n) if n > secs(settings.max_validity_secs) => {
-                    return Err(ApiError::invalid(
-                        "validity_secs",
-                        format!(
-                            "must be at most {} (the tenant's maximum)",
-                            settings.max_validity_secs
-                        ),
-                    ))
+            let settings = match reserved {
+                // PostgreSQL: a serial reserved outside; only the bounds are read here.
+                Some(serial) => {
+                    let settings = store::settings(&mut *tx, tenant.id)
+                        .await?
+                        .ok_or(KrlError::NoCa)?;
+                    store::Allocated {
+                        serial,
+                        default_validity_secs: settings.default_validity_secs,
+                        max_validity_secs: settings.max_validity_secs,
+                    }
                 }
-                Some(n) => n,
+                None => allocate_serial(tx, tenant.id).await?,
             };
+            let serial = settings.serial;
+            let validity_secs = validity_for(
+                body.validity_secs,
+                settings.default_validity_secs,
+                settings.max_validity_secs,
+            )?;
             let key_id = format!("{}@{}#{}", principal.name, tenant.slug, request_id);
             let now = std::time::SystemTime::now();
             let validity = Validity::starting_at(now, Duration::from_secs(validity_secs));
@@ -215,10 +236,29 @@ async fn allocate_serial(
 ) -> ApiResult<store::Allocated> {
     store::allocate_serial(tx, tenant)
         .await
-        .map_err(|e| match e {
-            watchgrid_store::StoreError::NotFound => KrlError::NoCa.into(),
-            other => other.into(),
-        })
+        .map_err(no_ca_if_missing)
+}
+
+/// The validity a user certificate gets: the requested one within the tenant's maximum, or
+/// the tenant's default.
+fn validity_for(requested: Option<u64>, default_secs: i64, max_secs: i64) -> ApiResult<u64> {
+    match requested {
+        None => Ok(secs(default_secs)),
+        Some(0) => Err(ApiError::invalid("validity_secs", "must be at least 1")),
+        Some(n) if n > secs(max_secs) => Err(ApiError::invalid(
+            "validity_secs",
+            format!("must be at most {max_secs} (the tenant's maximum)"),
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
+/// A tenant without SSH settings has no CA yet.
+fn no_ca_if_missing(err: watchgrid_store::StoreError) -> ApiError {
+    match err {
+        watchgrid_store::StoreError::NotFound => KrlError::NoCa.into(),
+        other => other.into(),
+    }
 }
 
 /// The principals to certify: the requested ones if all are allowed, else all allowed ones.
