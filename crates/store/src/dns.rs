@@ -43,6 +43,20 @@ pub struct RecordFilter {
     pub after: Option<(String, Uuid)>,
 }
 
+/// Serialize a tenant's record changes until `tx` ends: each change checks the whole record
+/// set at its name (a CNAME stands alone) after writing, and on PostgreSQL two transactions
+/// would otherwise each miss the other's uncommitted row and both pass. Locks the tenant's
+/// row. SQLite needs nothing: a transaction that has written is the only writer.
+pub async fn lock_tenant_records(tx: &mut crate::Tx, tenant: Uuid) -> Result<(), StoreError> {
+    if let crate::Tx::Postgres(tx) = tx {
+        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(tenant)
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 pub async fn insert_record<'a>(
     conn: impl Into<Conn<'a>>,
     row: &DnsRecordRow,

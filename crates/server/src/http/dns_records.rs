@@ -209,6 +209,7 @@ pub async fn create(
                 created_at: now,
                 updated_at: now,
             };
+            dns::lock_tenant_records(&mut *tx, scope.tenant.id).await?;
             dns::insert_record(&mut *tx, &row).await?;
             let records = checked_set(&state, tx, &scope, &row.name).await?;
             let details =
