@@ -117,11 +117,9 @@ pub async fn devices_by_ids(
         crate::Database::Sqlite(pool) => {
             let mut rows = Vec::with_capacity(ids.len());
             for chunk in ids.chunks(SQLITE_TOUCH_CHUNK) {
-                let placeholders: Vec<String> =
-                    (1..=chunk.len()).map(|i| format!("${i}")).collect();
                 let sql = format!(
                     "SELECT {DEVICE_COLUMNS} FROM devices WHERE id IN ({})",
-                    placeholders.join(", ")
+                    parameter_list(1, chunk.len())
                 );
                 let mut query = sqlx::query_as::<_, DeviceRow>(&sql);
                 for id in chunk {
@@ -270,6 +268,15 @@ pub async fn delete_device<'a>(
     found(affected)
 }
 
+/// `$first, $first+1, ...`: `count` numbered parameters, for an `IN (...)` list on SQLite
+/// (PostgreSQL binds the whole list as one array parameter).
+fn parameter_list(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Most ids one `touch_last_seen` statement carries on SQLite (its bound-parameter limit is
 /// 32766; PostgreSQL takes the whole batch as one array parameter).
 pub const SQLITE_TOUCH_CHUNK: usize = 500;
@@ -298,12 +305,10 @@ pub async fn touch_last_seen(
             let mut tx = pool.begin().await?;
             let mut updated = 0;
             for chunk in ids.chunks(SQLITE_TOUCH_CHUNK) {
-                let placeholders: Vec<String> =
-                    (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
                 let sql = format!(
                     "UPDATE devices SET last_seen_at = $1 WHERE id IN ({}) \
                      AND (last_seen_at IS NULL OR last_seen_at < $1)",
-                    placeholders.join(", ")
+                    parameter_list(2, chunk.len())
                 );
                 let mut query = sqlx::query(&sql).bind(at);
                 for id in chunk {

@@ -295,10 +295,10 @@ async fn enroll(
                 return Ok((row, credential, false));
             }
             Err(InsertError::Lost(ip)) => {
-                // Another replica took the address or the name: reload the index and retry.
+                // Another replica took the address or the name: reload the fleet and retry.
                 fleet.index.mark_taken(ip);
                 if let Ok(rows) = devices::all_devices(&state.db).await {
-                    fleet.index.load(&rows);
+                    fleet.load_all(&rows);
                 }
             }
             Err(InsertError::Token(problem)) => {
