@@ -62,6 +62,10 @@ pub enum Error {
     /// the request and the limit.
     #[error("timed out: {0}")]
     Timeout(String),
+    /// The kernel's WireGuard module refused a netlink request or answered something
+    /// unreadable; the message names the command, the interface and the errno.
+    #[error("netlink: {0}")]
+    Netlink(String),
     /// An external command (`ip`, `wg`) failed; `stderr` is its last words.
     #[error("`{command}` failed: {stderr}")]
     Command {

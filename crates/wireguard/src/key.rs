@@ -55,6 +55,11 @@ impl PrivateKey {
         BASE64.encode(self.0)
     }
 
+    /// The raw 32 bytes, for the kernel's netlink attribute. Handle them as a secret.
+    pub(crate) fn secret_bytes(&self) -> &[u8; KEY_LEN] {
+        &self.0
+    }
+
     /// The key in lowercase hex, as the UAPI socket wants it.
     pub(crate) fn to_hex(&self) -> String {
         hex_encode(&self.0)

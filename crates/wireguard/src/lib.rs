@@ -2,7 +2,7 @@
 //! [`Backend`] trait, in the kernel or in userspace (boringtun on a TUN device).
 //!
 //! Architecture invariant: this crate knows nothing of HTTP, SQL or async runtimes. Every call
-//! blocks (UAPI socket round trips, `ip` and `wg` commands), each under a time limit; async
+//! blocks (UAPI socket round trips, netlink requests, `ip` commands), each under a time limit; async
 //! callers use `spawn_blocking`. It uses std threads only: boringtun's device threads and, per
 //! userspace interface, one thread serving its UAPI socket (plus one per open connection).
 //!
@@ -11,8 +11,8 @@
 //! [`UserspaceInterface`]).
 //!
 //! API boundary: callers see [`Backend`], [`Peer`], [`PeerStats`], [`diff`], the key and
-//! config types and [`Error`]; boringtun, the UAPI text protocol and the command lines of `ip`
-//! and `wg` stay inside.
+//! config types and [`Error`]; boringtun, the UAPI text protocol, the netlink messages and the
+//! command lines of `ip` stay inside.
 //!
 //! Network namespaces: [`open`] and [`Backend::check`] act in the network namespace of the
 //! calling thread (they run `ip`), and a userspace interface's device threads stay in the
@@ -27,6 +27,7 @@ mod error;
 mod ip;
 mod kernel;
 pub mod key;
+mod netlink;
 #[cfg(feature = "test-util")]
 pub mod testing;
 mod tool;
@@ -170,7 +171,7 @@ impl FromStr for BackendKind {
 /// port, assigns the addresses, sets the MTU and sets the link up.
 ///
 /// `Auto` tries the kernel first and falls back to userspace when the kernel cannot create a
-/// `wireguard` link (or `wg` is not installed to configure it). Errors for which
+/// `wireguard` link or has no `wireguard` netlink family. Errors for which
 /// [`Error::is_environment`] is true mean this host cannot run WireGuard as asked.
 pub fn open(spec: &InterfaceSpec, kind: BackendKind) -> Result<Box<dyn Backend>, Error> {
     match kind {
@@ -192,7 +193,7 @@ pub fn open(spec: &InterfaceSpec, kind: BackendKind) -> Result<Box<dyn Backend>,
 
 /// Manages an existing interface without owning it (dropping the handle leaves it running): a
 /// userspace one through its UAPI socket if `/var/run/wireguard/<name>.sock` exists (as `wg`
-/// decides), else a kernel one through `wg`. See [`UserspaceInterface::attach`] and
+/// decides), else a kernel one over netlink. See [`UserspaceInterface::attach`] and
 /// [`KernelInterface::attach`].
 pub fn attach(name: &str) -> Result<Box<dyn Backend>, Error> {
     validate_interface_name(name)?;

@@ -5,7 +5,8 @@
 //! `key=value` lines (for `get`) and `errno=N` and a blank line. Keys are hex.
 //!
 //! Implementations differ in what `get` reports, and the parser here accepts both forms:
-//! - boringtun reports `own_public_key=` instead of `private_key=`;
+//! - boringtun reports `own_public_key=` instead of `private_key=` (which also tells us which
+//!   implementation answers: only the others update a peer in place, see `userspace.rs`);
 //! - boringtun reports `last_handshake_time_sec` as seconds *since* the handshake, the kernel and
 //!   wireguard-go as a Unix time; [`handshake_time`] tells them apart.
 
@@ -68,6 +69,9 @@ pub(crate) struct DeviceState {
     pub public_key: Option<PublicKey>,
     pub listen_port: Option<u16>,
     pub peers: Vec<PeerState>,
+    /// The device reported `private_key=`, so it is not boringtun (wireguard-go, say): it
+    /// updates peers in place and refuses boringtun's `remove=false` workaround.
+    pub updates_in_place: bool,
 }
 
 /// One peer from `get=1`.
@@ -115,6 +119,7 @@ impl GetParser {
             "private_key" => {
                 let bytes = hex_decode(value)
                     .ok_or_else(|| self.bad("private_key=***", "not 64 hex digits"))?;
+                self.state.updates_in_place = true;
                 // All zeros is "no key" (the kernel reports it so).
                 if bytes != [0; 32] {
                     self.state.public_key = Some(PrivateKey::from_bytes(bytes).public_key());
@@ -588,8 +593,8 @@ impl Client {
     }
 
     /// Whether the device's event loop answers, without making it list its peers: sends an
-    /// operation other than `get`/`set`, which every implementation answers with `errno=N`
-    /// (boringtun: `errno=5`; wireguard-go: an "invalid operation" errno) and nothing else.
+    /// operation other than `get`/`set`. boringtun answers `errno=5`; wireguard-go logs
+    /// "invalid UAPI operation" and closes the connection (found by the interop test).
     pub(crate) fn probe(&self) -> Result<(), Error> {
         let mut stream = self.connect(PROBE_TIMEOUT)?;
         stream.limit(PROBE_TIMEOUT, Some(PROBE_TIMEOUT));
@@ -598,7 +603,9 @@ impl Client {
             .map_err(Failure::from)
             .and_then(|()| read_errno(&mut BufReader::new(&mut stream), false));
         match result {
-            Ok(_) => Ok(()),
+            // boringtun answers an unknown operation with an errno; wireguard-go hangs up
+            // without a word. Either way a live process read the request.
+            Ok(_) | Err(Failure::Closed) => Ok(()),
             Err(f) if f.is_timeout() => Err(stuck(&self.name)),
             Err(Failure::Garbled(message)) => Err(Error::InterfaceGone(format!(
                 "interface {} does not answer on its UAPI socket ({message})",
@@ -677,6 +684,7 @@ mod tests {
         let (state, errno) = parse_get(&text, now()).unwrap();
         assert_eq!(errno, 0);
         assert_eq!(state.public_key, Some(PublicKey::from_bytes([1; 32])));
+        assert!(!state.updates_in_place, "boringtun");
         assert_eq!(state.listen_port, Some(51820));
         assert_eq!(state.peers.len(), 2);
         let first = &state.peers[0];
@@ -721,6 +729,7 @@ mod tests {
         );
         let (state, _) = parse_get(&text, now()).unwrap();
         assert_eq!(state.public_key, Some(private.public_key()));
+        assert!(state.updates_in_place, "not boringtun");
         let peer = &state.peers[0];
         assert_eq!(
             peer.stats.endpoint,

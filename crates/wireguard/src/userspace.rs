@@ -17,7 +17,9 @@
 //!   and adds it again in the same transaction; unchanged peers are skipped, so a repeated
 //!   `set_peer` keeps the session, and a re-added peer keeps the endpoint it had learned. The
 //!   socket this crate serves refuses such updates from other tools (`wg set`) instead of
-//!   passing them on.
+//!   passing them on. An attached interface that is not boringtun (wireguard-go reports
+//!   `private_key=` where boringtun reports `own_public_key=`) refuses `remove=false` and gets
+//!   plain in-place updates instead.
 //! - Within one `set` transaction it carries a peer's `endpoint` and keepalive over to the
 //!   following peer sections. Every section states its keepalive, and peers without an
 //!   endpoint are sent before any peer with one.
@@ -543,7 +545,9 @@ pub(crate) fn plan(state: &DeviceState, upserts: &[Peer], removals: &[PublicKey]
     let incremental_cost =
         (removed.len() + replaced) as u64 * entries + changed.len() as u64 * ADD_COST;
     let rebuild_cost = (staying.len() + changed.len()) as u64 * ADD_COST;
-    let rebuild = removed.len() + replaced > 0 && incremental_cost > rebuild_cost;
+    // Rebuilding only pays where an update is a removal (boringtun).
+    let rebuild =
+        !state.updates_in_place && removed.len() + replaced > 0 && incremental_cost > rebuild_cost;
 
     let mut body = String::new();
     let mut sections = changed;
@@ -569,10 +573,17 @@ pub(crate) fn plan(state: &DeviceState, upserts: &[Peer], removals: &[PublicKey]
     body.reserve(sections.len() * 300);
     for (key, keepalive, endpoint, allowed_ips) in &sections {
         let key = key.to_hex();
-        let _ = write!(
-            body,
-            "public_key={key}\nremove=true\npublic_key={key}\nremove=false\npersistent_keepalive_interval={keepalive}\n"
-        );
+        if state.updates_in_place {
+            let _ = write!(
+                body,
+                "public_key={key}\nreplace_allowed_ips=true\npersistent_keepalive_interval={keepalive}\n"
+            );
+        } else {
+            let _ = write!(
+                body,
+                "public_key={key}\nremove=true\npublic_key={key}\nremove=false\npersistent_keepalive_interval={keepalive}\n"
+            );
+        }
         if let Some(endpoint) = endpoint {
             let _ = writeln!(body, "endpoint={endpoint}");
         }
@@ -675,6 +686,7 @@ mod tests {
     fn device(peers: &[Peer]) -> DeviceState {
         DeviceState {
             public_key: None,
+            updates_in_place: false,
             listen_port: Some(51820),
             peers: peers
                 .iter()
@@ -736,6 +748,34 @@ mod tests {
                  allowed_ip=10.0.0.0/24\nallowed_ip=fd00::1/128\n"
             )
         );
+    }
+
+    #[test]
+    fn a_device_that_is_not_boringtun_gets_in_place_updates() {
+        // wireguard-go: `private_key=` in its `get`, and it refuses `remove=false`.
+        let mut state = device(&[peer(1, &["10.0.0.1/32"], None, None)]);
+        state.updates_in_place = true;
+        let removals: Vec<PublicKey> = (10..200).map(key).collect();
+        let tx = plan(
+            &state,
+            &[peer(1, &["10.0.0.1/32", "10.9.0.0/16"], None, Some(25))],
+            &removals,
+        );
+        let hex = key(1).to_hex();
+        assert!(!tx.rebuild, "no rebuild where updates are in place");
+        assert!(!tx.body.contains("remove=false"), "{}", tx.body);
+        assert!(
+            tx.body.ends_with(&format!(
+                "public_key={hex}\nreplace_allowed_ips=true\npersistent_keepalive_interval=25\n\
+                 allowed_ip=10.0.0.1/32\nallowed_ip=10.9.0.0/16\n"
+            )),
+            "{}",
+            tx.body
+        );
+        // The same plan for boringtun removes and re-adds.
+        state.updates_in_place = false;
+        let tx = plan(&state, &[peer(1, &["10.9.0.0/16"], None, None)], &[]);
+        assert!(tx.body.contains("remove=false"), "{}", tx.body);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Interoperability with the reference tools: Debian's wireguard-go (an independent WireGuard
 //! implementation) configured with `wg setconf` from a rendered `WgQuickConfig`, talking to our
-//! userspace interface; `KernelInterface::attach` driving wireguard-go through `wg`; and
+//! userspace interface; `attach` driving wireguard-go through its UAPI socket; and
 //! `render_stripped` against `wg-quick strip`. Needs root, wireguard-go and wireguard-tools.
 
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::*;
 use watchgrid_wireguard::config::{InterfaceSection, PeerSection, WgQuickConfig};
 use watchgrid_wireguard::testing::{require_root, require_tool, run_ok, unique_name, wait_until};
-use watchgrid_wireguard::{Backend, BackendKind, Error, KernelInterface, PrivateKey};
+use watchgrid_wireguard::{Backend, BackendKind, Error, PrivateKey};
 
 #[test]
 fn render_stripped_matches_wg_quick_strip() {
@@ -138,13 +138,13 @@ fn wireguard_go_interop() {
     assert!(b.ping(TUNNEL_A, 1), "ping wireguard-go -> boringtun failed");
     assert_recent_handshake_and_traffic(&stats_of(ours.as_ref(), &key_b));
 
-    // The `wg`-driven backend (the kernel backend's configuration path) on wireguard-go, which
-    // reports handshakes as Unix times and private_key rather than own_public_key.
+    // Our UAPI client on wireguard-go (picked by `attach` from the socket), which reports
+    // handshakes as Unix times and private_key rather than own_public_key.
     let attached: Arc<dyn Backend> = b
         .thread
         .run({
             let name = name_b.clone();
-            move || KernelInterface::attach(&name).map(|k| Arc::new(k) as Arc<dyn Backend>)
+            move || watchgrid_wireguard::attach(&name).map(Arc::<dyn Backend>::from)
         })
         .unwrap();
     assert_eq!(attached.public_key().unwrap(), key_b);
@@ -157,7 +157,7 @@ fn wireguard_go_interop() {
         Some(format!("{UNDERLAY_A}:51820").parse().unwrap())
     );
 
-    // Update in place through `wg addconf`: allowed IPs are replaced, the session stays.
+    // An update in place (wireguard-go is not boringtun): allowed IPs replaced, session kept.
     let mut wider = peer(key_a, TUNNEL_A, None);
     wider.allowed_ips.push("10.78.0.0/16".parse().unwrap());
     attached.set_peer(&wider).unwrap();
@@ -176,7 +176,7 @@ fn wireguard_go_interop() {
     );
     assert!(b.ping(TUNNEL_A, 1));
 
-    // Removal through `wg set ... remove`.
+    // Removal.
     attached.remove_peer(&key_a).unwrap();
     assert!(attached.peers().unwrap().is_empty());
     assert!(

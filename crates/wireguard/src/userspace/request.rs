@@ -284,6 +284,7 @@ mod tests {
     fn state(keys: &[u8], has_key: bool) -> DeviceState {
         DeviceState {
             public_key: has_key.then(|| key(200)),
+            updates_in_place: false,
             listen_port: Some(51820),
             peers: keys
                 .iter()
