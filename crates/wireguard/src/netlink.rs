@@ -165,7 +165,7 @@ impl GenlSocket {
         sent.map_err(NetlinkError::Io)?;
 
         loop {
-            let datagram = match state.socket.recv_from_full() {
+            let mut datagram = match state.socket.recv_from_full() {
                 Ok((datagram, _)) => datagram,
                 Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
@@ -176,11 +176,10 @@ impl GenlSocket {
                 }
                 Err(err) => return Err(NetlinkError::Io(err)),
             };
-            for reply in split_datagram::<GenlMessage<F>>(&datagram)? {
-                if reply.header.sequence_number != sequence {
-                    // A late answer to an earlier request that timed out.
-                    continue;
-                }
+            let replies = split_datagram::<GenlMessage<F>>(&datagram, sequence);
+            // GET_DEVICE answers carry the private key.
+            datagram.zeroize();
+            for reply in replies? {
                 match reply.payload {
                     NetlinkPayload::InnerMessage(genl) => on_reply(genl.payload),
                     NetlinkPayload::Error(error) => {
@@ -207,22 +206,26 @@ impl GenlSocket {
     }
 }
 
-/// The netlink messages in one datagram (a dump packs several).
-fn split_datagram<M>(datagram: &[u8]) -> Result<Vec<NetlinkMessage<M>>, NetlinkError>
+/// The netlink messages of one datagram (a dump packs several) that answer request
+/// `sequence`; others (a late answer to an earlier request that timed out) are skipped
+/// unparsed.
+fn split_datagram<M>(datagram: &[u8], sequence: u32) -> Result<Vec<NetlinkMessage<M>>, NetlinkError>
 where
     M: NetlinkDeserializable + NetlinkSerializable,
 {
     let mut messages = Vec::new();
     let mut rest = datagram;
     while !rest.is_empty() {
-        let length = NetlinkBuffer::new_checked(rest)
-            .map_err(|e| NetlinkError::Decode(e.to_string()))?
-            .length() as usize;
+        let buffer =
+            NetlinkBuffer::new_checked(rest).map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let length = buffer.length() as usize;
         let (one, _) = rest.split_at(length.min(rest.len()));
-        messages.push(
-            NetlinkMessage::<M>::deserialize(one)
-                .map_err(|e| NetlinkError::Decode(e.to_string()))?,
-        );
+        if buffer.sequence_number() == sequence {
+            messages.push(
+                NetlinkMessage::<M>::deserialize(one)
+                    .map_err(|e| NetlinkError::Decode(e.to_string()))?,
+            );
+        }
         // Messages are 4-byte aligned.
         let aligned = length.div_ceil(4) * 4;
         rest = rest.get(aligned..).unwrap_or_default();
@@ -921,6 +924,39 @@ mod tests {
         let parsed =
             WireguardMessage::parse_with_param(&buffer, GenlHeader { cmd: 0, version: 1 }).unwrap();
         assert_eq!(merge_device_replies(vec![parsed]).listen_port, 7);
+    }
+
+    #[test]
+    fn a_late_answer_to_an_earlier_request_is_skipped_unparsed() {
+        // One datagram: a stale WireGuard answer (sequence 7; not a controller message, so
+        // parsing it as one would fail) and the ack of the current request (sequence 8).
+        let mut stale_header = NetlinkHeader::default();
+        stale_header.sequence_number = 7;
+        let mut stale_genl = GenlMessage::from_payload(WireguardMessage {
+            cmd: WireguardCmd::GetDevice,
+            attributes: vec![WireguardAttribute::ListenPort(1)],
+        });
+        stale_genl.set_resolved_family_id(30);
+        let mut stale = NetlinkMessage::new(stale_header, NetlinkPayload::InnerMessage(stale_genl));
+        stale.finalize();
+        let mut ack_header = NetlinkHeader::default();
+        ack_header.sequence_number = 8;
+        let mut ack = NetlinkMessage::<GenlMessage<GenlCtrl>>::new(
+            ack_header,
+            NetlinkPayload::Error(netlink_packet_core::ErrorMessage::default()),
+        );
+        ack.finalize();
+        let mut datagram = vec![0u8; stale.buffer_len() + ack.buffer_len()];
+        let (first, second) = datagram.split_at_mut(stale.buffer_len());
+        stale.serialize(first);
+        ack.serialize(second);
+        assert!(
+            split_datagram::<GenlMessage<GenlCtrl>>(&datagram, 7).is_err(),
+            "the stale message does not parse as a controller message"
+        );
+        let current = split_datagram::<GenlMessage<GenlCtrl>>(&datagram, 8).unwrap();
+        assert_eq!(current.len(), 1);
+        assert!(matches!(&current[0].payload, NetlinkPayload::Error(e) if e.code.is_none()));
     }
 
     #[test]
