@@ -85,6 +85,7 @@ log "starting watchgrid-server (Magic DNS on 127.0.0.1:$dns_port)"
 WATCHGRID_LISTEN="127.0.0.1:$http_port" \
   ADMIN_PASSWORD="$password" WATCHGRID_WG_BACKEND=none WATCHGRID_OVERLAY_CIDR=127.0.0.0/8 \
   WATCHGRID_AGENT_LISTEN="127.0.0.1:$agent_port" WATCHGRID_DNS_LISTEN="127.0.0.1:$dns_port" \
+  WATCHGRID_DNS_RATE_LIMIT=off \
   WATCHGRID_LOG_LEVEL=warn "$server_bin" >"$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do

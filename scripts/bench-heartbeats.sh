@@ -5,7 +5,7 @@
 # and prints one markdown table.
 #
 #   scripts/bench-heartbeats.sh            the four configurations (closed loop, c=64)
-#   scripts/bench-heartbeats.sh --all      also open loop at 20,000/s (100,000 devices)
+#   scripts/bench-heartbeats.sh --all      also open loop at 20,000/s (100,000 devices), every run
 #                                          (`--keep-alive` is no longer run: the agent API
 #                                          closes every connection after one request)
 #
@@ -50,13 +50,13 @@ for run in $(seq 1 "$repeat"); do
       bench --backend "$backend" --devices "$devices" --concurrency "$concurrency" "$@" || status=1
     done
   done
+  if [ "$all" = 1 ]; then
+    for backend in sqlite postgres; do
+      log "run $run/$repeat: $backend, 100000 devices, open loop at 20000/s"
+      bench --backend "$backend" --devices 100000 --concurrency 256 --rate 20000 "$@" || status=1
+    done
+  fi
 done
-if [ "$all" = 1 ]; then
-  for backend in sqlite postgres; do
-    log "$backend, 100000 devices, open loop at 20000/s"
-    bench --backend "$backend" --devices 100000 --concurrency 256 --rate 20000 "$@" || status=1
-  done
-fi
 
 log "results: $out"
 echo

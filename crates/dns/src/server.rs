@@ -1,14 +1,16 @@
 //! The DNS front end: a `hickory-server` request handler that maps each query's source address
-//! to a tenant, answers from the zone or forwards, counts responses by code, and `serve` to run
-//! it on a UDP socket and a TCP listener.
+//! to a tenant, limits each source's query rate, answers from the zone or forwards, counts
+//! responses by code, and `serve` to run it on a UDP socket and a TCP listener.
 
 use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hickory_proto::op::{Edns, Header, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, RData, Record as WireRecord, RecordType};
 use hickory_proto::xfer::Protocol;
@@ -27,6 +29,9 @@ const TCP_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_UDP_PAYLOAD: u16 = 512;
 /// The largest UDP payload offered in our OPT record.
 const MAX_UDP_PAYLOAD: u16 = 4096;
+/// How often sources whose bucket has refilled are forgotten (bounded memory under a spray of
+/// source addresses).
+const FORGET_IDLE_SOURCES: Duration = Duration::from_secs(60);
 
 type TenantOf = dyn Fn(IpAddr) -> Option<String> + Send + Sync;
 
@@ -43,6 +48,7 @@ pub struct QueryCounters {
     notimp: AtomicU64,
     other: AtomicU64,
     forwarded: AtomicU64,
+    rate_limited: AtomicU64,
 }
 
 /// A point-in-time copy of [`QueryCounters`].
@@ -58,6 +64,9 @@ pub struct CounterSnapshot {
     /// Queries handed to the forwarder (cache or upstream), whatever the outcome; they are
     /// also counted by rcode.
     pub forwarded: u64,
+    /// Queries refused because their source went over its rate (see
+    /// [`DnsHandler::with_rate_limit`]); also counted as `refused`.
+    pub rate_limited: u64,
 }
 
 impl QueryCounters {
@@ -85,6 +94,7 @@ impl QueryCounters {
             notimp: get(&self.notimp),
             other: get(&self.other),
             forwarded: get(&self.forwarded),
+            rate_limited: get(&self.rate_limited),
         }
     }
 }
@@ -96,6 +106,8 @@ pub struct DnsHandler {
     tenant_of: Arc<TenantOf>,
     forwarder: Option<Forwarder>,
     counters: Arc<QueryCounters>,
+    /// Per source address; none when unlimited.
+    limiter: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
 impl fmt::Debug for DnsHandler {
@@ -119,7 +131,32 @@ impl DnsHandler {
             tenant_of: Arc::new(tenant_of),
             forwarder: None,
             counters: Arc::new(QueryCounters::default()),
+            limiter: None,
         }
+    }
+
+    /// Answers at most `per_second` queries a second from each source address, with bursts of
+    /// as many; the rest get REFUSED at once (no zone lookup, no forwarding) and count as
+    /// `rate_limited`. Sources are tunnel addresses that WireGuard has authenticated, so a
+    /// source cannot be spoofed to exhaust another device's budget.
+    pub fn with_rate_limit(mut self, per_second: NonZeroU32) -> Self {
+        self.limiter = Some(RateLimiter::keyed(
+            Quota::per_second(per_second).allow_burst(per_second),
+        ));
+        self
+    }
+
+    /// Forgets sources whose bucket has refilled; the serving loops call it every minute.
+    pub fn forget_idle_sources(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Sources the rate limiter currently tracks.
+    pub fn tracked_sources(&self) -> usize {
+        self.limiter.as_ref().map_or(0, |l| l.len())
     }
 
     /// Forwards names outside the zone to these resolvers (in order), for sources inside the
@@ -150,6 +187,12 @@ impl DnsHandler {
             return Answer::error(ResponseCode::FormErr);
         };
         let src = request.src().ip().to_canonical();
+        if let Some(limiter) = &self.limiter {
+            if limiter.check_key(&src).is_err() {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Answer::error(ResponseCode::Refused);
+            }
+        }
         let Some(tenant) = (self.tenant_of)(src).map(|mut t| {
             t.make_ascii_lowercase();
             t
@@ -377,6 +420,16 @@ async fn run(
             Arc::clone(&handler),
         ));
     }
+    // A JoinSet of its own: aborted when `run` returns or is dropped.
+    let mut background = tokio::task::JoinSet::new();
+    let housekeeping = Arc::clone(&handler);
+    background.spawn(async move {
+        let mut tick = tokio::time::interval(FORGET_IDLE_SOURCES);
+        loop {
+            tick.tick().await;
+            housekeeping.forget_idle_sources();
+        }
+    });
     tokio::select! {
         result = server.block_until_done() => result,
         Some(ended) = loops.join_next() => Err(ProtoError::from(format!(

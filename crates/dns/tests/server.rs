@@ -2,16 +2,21 @@
 //! TCP; forwarding to a real `dnsmasq`. `tenant_of` maps 127.0.0.1 to the tenant `test`.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU32;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
 use watchgrid_dns::{serve, DnsHandler, MagicDns, QueryCounters, Record, RecordData};
 
 const DOMAIN: &str = "wg.internal";
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+/// Another device of tenant `test`, for per-source checks.
+const SECOND_DEVICE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3));
 
 /// A running server; aborted on drop.
 struct TestServer {
@@ -42,8 +47,10 @@ async fn bind_pair(ip: IpAddr) -> (UdpSocket, TcpListener) {
 struct Options {
     overlay: &'static str,
     upstreams: Vec<SocketAddr>,
-    /// Whether 127.0.0.1 is a known device (of tenant `test`).
+    /// Whether 127.0.0.1 (and 127.0.0.3) are known devices (of tenant `test`).
     known: bool,
+    /// Queries a second per source; none for no limit.
+    rate_limit: Option<NonZeroU32>,
 }
 
 impl Default for Options {
@@ -52,6 +59,7 @@ impl Default for Options {
             overlay: "127.0.0.0/8",
             upstreams: Vec::new(),
             known: true,
+            rate_limit: None,
         }
     }
 }
@@ -73,9 +81,13 @@ async fn start(options: Options) -> TestServer {
     }
     let known = options.known;
     let handler = DnsHandler::new(zone.clone(), move |ip| {
-        (known && ip == LOCALHOST).then(|| "test".to_owned())
+        (known && (ip == LOCALHOST || ip == SECOND_DEVICE)).then(|| "test".to_owned())
     })
     .with_upstreams(options.upstreams);
+    let handler = match options.rate_limit {
+        Some(per_second) => handler.with_rate_limit(per_second),
+        None => handler,
+    };
     let counters = handler.counters();
     let (udp, tcp) = bind_pair(LOCALHOST).await;
     let port = udp.local_addr().expect("addr").port();
@@ -497,6 +509,7 @@ async fn unknown_sources_and_sources_outside_the_overlay_are_refused() {
         overlay: "100.64.0.0/10",
         upstreams: vec![SocketAddr::new(LOCALHOST, 9)],
         known: true,
+        rate_limit: None,
     })
     .await;
     let r = dig(&outside, &["example.com", "A"]).await;
@@ -504,6 +517,91 @@ async fn unknown_sources_and_sources_outside_the_overlay_are_refused() {
     let r = dig(&outside, &["test.wg.internal", "A"]).await;
     assert_eq!(r.status, "NOERROR", "{}", r.raw);
     assert_eq!(outside.counters.snapshot().forwarded, 0);
+}
+
+/// Sends `count` A queries for `web.test.wg.internal` back to back from `socket`, then reads
+/// the answers: their response codes, in any order.
+async fn ask_many(socket: &UdpSocket, server: SocketAddr, count: u16) -> Vec<ResponseCode> {
+    for id in 0..count {
+        let mut query = Message::new();
+        query.set_id(id).add_query(Query::query(
+            Name::from_ascii("web.test.wg.internal.").expect("name"),
+            RecordType::A,
+        ));
+        socket
+            .send_to(&query.to_vec().expect("encode"), server)
+            .await
+            .expect("send");
+    }
+    let mut codes = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    for _ in 0..count {
+        let (len, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buf))
+            .await
+            .expect("every query is answered")
+            .expect("recv");
+        codes.push(
+            Message::from_vec(&buf[..len])
+                .expect("a DNS response")
+                .response_code(),
+        );
+    }
+    codes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_source_is_held_to_its_own_rate() {
+    // 2 a second (also the burst): a token every 500 ms, slow enough for the timing below.
+    let s = start(Options {
+        rate_limit: NonZeroU32::new(2),
+        ..Options::default()
+    })
+    .await;
+    let target = SocketAddr::new(LOCALHOST, s.port);
+    let flooder = UdpSocket::bind((LOCALHOST, 0)).await.expect("bind");
+    let codes = ask_many(&flooder, target, 40).await;
+    // TCP shares the source's budget: still spent.
+    let r = dig(&s, &["web.test.wg.internal", "A", "+tcp"]).await;
+    assert_eq!(r.status, "REFUSED", "{}", r.raw);
+
+    let answered = codes
+        .iter()
+        .filter(|c| **c == ResponseCode::NoError)
+        .count();
+    let refused = codes
+        .iter()
+        .filter(|c| **c == ResponseCode::Refused)
+        .count();
+    assert_eq!(answered + refused, 40, "{codes:?}");
+    // The burst of 2, plus at most one token refilled while the packets went back and forth.
+    assert!(
+        (2..=3).contains(&answered),
+        "answered {answered}: {codes:?}"
+    );
+    let counted = s.counters.snapshot();
+    assert_eq!(
+        counted.rate_limited,
+        refused as u64 + 1,
+        "the TCP query too"
+    );
+    assert_eq!(
+        counted.refused, counted.rate_limited,
+        "refusals are also counted by rcode"
+    );
+
+    // Another device is not held back by the first one's flood.
+    let other = UdpSocket::bind((SECOND_DEVICE, 0)).await.expect("bind");
+    assert_eq!(
+        ask_many(&other, target, 2).await,
+        [ResponseCode::NoError; 2]
+    );
+    // A second later the flooder has its budget back.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        ask_many(&flooder, target, 2).await,
+        [ResponseCode::NoError; 2]
+    );
+    assert_eq!(s.counters.snapshot().rate_limited, counted.rate_limited);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -117,7 +117,11 @@ fn magic_dns_through_the_tunnel() {
         &dir.path().join("server-data"),
         &server_iface,
         &server_log,
-        &[("WATCHGRID_DNS_UPSTREAMS", &upstreams)],
+        &[
+            ("WATCHGRID_DNS_UPSTREAMS", &upstreams),
+            // Low enough that the flood below goes over it.
+            ("WATCHGRID_DNS_RATE_LIMIT", "300"),
+        ],
     );
     let server_logs = || std::fs::read_to_string(&server_log).unwrap_or_default();
 
@@ -292,6 +296,7 @@ fn magic_dns_through_the_tunnel() {
         exec 5<>/dev/tcp/{DNS}/53
         printf '\x40\x00garbage' >&5
         exec 5>&-
+        sleep 1.5  # the flood spent this source's query budget; it refills at 300/s
         dig @{DNS} +time=2 +tries=3 +short renamed.default.{d} A
         "#
     );
@@ -320,6 +325,12 @@ fn magic_dns_through_the_tunnel() {
     // The kernel drops what the socket buffer cannot hold while the machine is busy; what
     // matters is that the flood was served at all and did not wedge anything (checked above).
     assert!(flooded >= 200, "the flood was served: {flooded}");
+    // Up to the source's rate: 5,000 queries sent far faster than 300/s went over it, and
+    // only device a's budget was spent (device g was answered at once, above).
+    let limited_metric = "watchgrid_rate_limit_rejections_total{limiter=\"dns\"}";
+    let limited = counter(&after, limited_metric) - counter(&before, limited_metric);
+    eprintln!("{limited} flood queries refused by the per-source rate limit");
+    assert!(limited > 0, "the flood was rate limited");
     assert!(counter(&after, "watchgrid_dns_forwarded_total") >= 1);
 
     // watchgrid-agent down stops run and removes the interface; the others carry on.

@@ -184,6 +184,9 @@ pub struct DnsConfig {
     pub domain: String,
     /// Resolvers for names outside the domain, tried in order; empty means REFUSED.
     pub upstreams: Vec<SocketAddr>,
+    /// Queries per second (also the burst) answered per source address; `None` when
+    /// `WATCHGRID_DNS_RATE_LIMIT=off`.
+    pub rate_limit: Option<std::num::NonZeroU32>,
 }
 
 /// The SSH certificate authority.
@@ -663,6 +666,10 @@ fn read_fleet(r: &mut Reader<'_>, mode: Mode, data_dir: &Path, frontend_host: &s
     }
 }
 
+/// Magic DNS queries a second answered per source (`WATCHGRID_DNS_RATE_LIMIT`): far above what a
+/// device's caching resolver asks, far below what would let one device crowd out the others.
+const DEFAULT_DNS_RATE_LIMIT: u32 = 500;
+
 fn read_dns(r: &mut Reader<'_>, fleet: &FleetConfig) -> DnsConfig {
     let default_listen = SocketAddr::from((fleet.server_ip(), 53));
     let listen_explicit = r.get("WATCHGRID_DNS_LISTEN").is_some();
@@ -707,11 +714,24 @@ fn read_dns(r: &mut Reader<'_>, fleet: &FleetConfig) -> DnsConfig {
             })
             .collect()
     });
+    let rate_limit = r.parse(
+        "WATCHGRID_DNS_RATE_LIMIT",
+        std::num::NonZeroU32::new(DEFAULT_DNS_RATE_LIMIT),
+        |v| {
+            if v.eq_ignore_ascii_case("off") {
+                return Ok(None);
+            }
+            v.parse::<std::num::NonZeroU32>()
+                .map(Some)
+                .map_err(|_| "must be a number of queries per second above 0, or `off`".to_owned())
+        },
+    );
     DnsConfig {
         listen,
         listen_explicit,
         domain,
         upstreams,
+        rate_limit,
     }
 }
 

@@ -444,6 +444,10 @@ pub async fn serve(state: AppState) {
     })
     .with_upstreams(service.config.upstreams.clone())
     .with_counters(state.metrics.dns.clone());
+    let handler = match service.config.rate_limit {
+        Some(per_second) => handler.with_rate_limit(per_second),
+        None => handler,
+    };
     service.set_status(Status::Listening(address));
     tracing::info!(%address, domain = %service.config.domain, upstreams = service.config.upstreams.len(), "Magic DNS listening (UDP and TCP)");
     if let Err(err) = watchgrid_dns::serve_sockets(udp, tcp, handler).await {

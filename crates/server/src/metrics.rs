@@ -100,6 +100,10 @@ pub struct RcodeLabels {
     pub rcode: &'static str,
 }
 
+/// The `limiter` label of Magic DNS's per-source query limit (`WATCHGRID_DNS_RATE_LIMIT`),
+/// counted by the DNS handler and mirrored here.
+pub const DNS_LIMITER: &str = "dns";
+
 /// The `rcode` label values of `watchgrid_dns_queries_total`.
 pub const DNS_RCODES: [&str; 7] = [
     "noerror", "nxdomain", "refused", "servfail", "formerr", "notimp", "other",
@@ -221,10 +225,9 @@ impl Metrics {
             let _ = registrations.get_or_create(&ResultLabels { result });
         }
         // Every label value exists from the start, at 0, so rate() and alerts work at once.
-        for limiter in crate::ratelimit::Limiter::ALL {
-            let _ = rate_limit_rejections.get_or_create(&LimiterLabels {
-                limiter: limiter.label(),
-            });
+        let limiters = crate::ratelimit::Limiter::ALL.map(crate::ratelimit::Limiter::label);
+        for limiter in limiters.into_iter().chain([DNS_LIMITER]) {
+            let _ = rate_limit_rejections.get_or_create(&LimiterLabels { limiter });
         }
         for reason in LoginFailure::ALL {
             let _ = login_failures.get_or_create(&ReasonLabels {
@@ -304,6 +307,11 @@ impl Metrics {
         }
         self.dns_forwarded
             .inc_by(s.forwarded.saturating_sub(self.dns_forwarded.get()));
+        // The DNS handler counts only its own refusals, so this series is theirs alone.
+        let limited = self.rate_limit_rejections.get_or_create(&LimiterLabels {
+            limiter: DNS_LIMITER,
+        });
+        limited.inc_by(s.rate_limited.saturating_sub(limited.get()));
     }
 
     /// Render the text exposition, sampling the pool gauges first.

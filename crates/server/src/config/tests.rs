@@ -323,16 +323,19 @@ fn dns_settings_default_to_the_overlay_and_are_checked() {
     assert!(!config.dns.listen_explicit);
     assert_eq!(config.dns.domain, "watchgrid.internal");
     assert!(config.dns.upstreams.is_empty());
+    assert_eq!(config.dns.rate_limit.map(|n| n.get()), Some(500));
 
     let config = load(
         &[
             ("WATCHGRID_DNS_LISTEN", "off"),
             ("WATCHGRID_DNS_DOMAIN", "Corp.Example."),
             ("WATCHGRID_DNS_UPSTREAMS", "192.0.2.53:5353, 192.0.2.54"),
+            ("WATCHGRID_DNS_RATE_LIMIT", "OFF"),
         ],
         SecretGeneration::ReadOnly,
     )
     .unwrap();
+    assert_eq!(config.dns.rate_limit, None);
     assert_eq!(config.dns.listen, None);
     assert!(config.dns.listen_explicit);
     assert_eq!(config.dns.domain, "corp.example");
@@ -349,10 +352,12 @@ fn dns_settings_default_to_the_overlay_and_are_checked() {
             ("WATCHGRID_DNS_LISTEN", "53"),
             ("WATCHGRID_DNS_DOMAIN", "bad_domain.example"),
             ("WATCHGRID_DNS_UPSTREAMS", "1.1.1.1:53,nonsense"),
+            ("WATCHGRID_DNS_RATE_LIMIT", "0"),
         ],
         SecretGeneration::ReadOnly,
     )
     .unwrap_err();
+    assert!(problem_for(&err, "WATCHGRID_DNS_RATE_LIMIT").contains("above 0, or `off`"));
     assert!(problem_for(&err, "WATCHGRID_DNS_LISTEN").contains("or `off`"));
     assert!(problem_for(&err, "WATCHGRID_DNS_DOMAIN").contains("DNS-safe"));
     assert!(problem_for(&err, "WATCHGRID_DNS_UPSTREAMS").contains("\"nonsense\""));
