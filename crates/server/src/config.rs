@@ -543,12 +543,17 @@ impl Config {
                         "JWT_SECRET" => generate_jwt_secret(),
                         _ => generate_password(),
                     };
-                    write_secret_file(&path, &value)?;
-                    warnings.push(format!(
-                        "{variable} is not set: generated one into {} (mode 0600, development mode only)",
-                        path.display()
-                    ));
-                    value
+                    match publish_secret_file(&path, &value)? {
+                        Published::Created => {
+                            warnings.push(format!(
+                                "{variable} is not set: generated one into {} (mode 0600, development mode only)",
+                                path.display()
+                            ));
+                            value
+                        }
+                        // Another process starting on the same data directory won the race.
+                        Published::Existing(theirs) => theirs,
+                    }
                 }
             };
             match variable {
@@ -900,16 +905,44 @@ fn read_secret_file(path: &Path) -> Result<Option<String>, String> {
     }
 }
 
-fn write_secret_file(path: &Path, value: &str) -> Result<(), String> {
-    let mut file = std::fs::OpenOptions::new()
+/// What [`publish_secret_file`] found.
+#[derive(Debug, PartialEq, Eq)]
+enum Published {
+    /// The file now holds our value.
+    Created,
+    /// Another process published the file first; this is its value.
+    Existing(String),
+}
+
+/// Publishes a generated secret at `path` unless one appears there first. The value is written
+/// and synced to a private temporary file, which is then hard-linked into place: `link(2)`
+/// never replaces a file, so when two servers start at once on one data directory exactly one
+/// value wins, and the other reads it whole, never half-written.
+fn publish_secret_file(path: &Path, value: &str) -> Result<Published, String> {
+    // Random, not the pid: servers in containers sharing a volume may all be pid 1.
+    let temporary = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
+    let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    file.write_all(format!("{value}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+        .open(&temporary)
+        .and_then(|mut file| {
+            file.write_all(format!("{value}\n").as_bytes())?;
+            file.sync_all()
+        })
+        .map_err(|e| format!("cannot write {}: {e}", temporary.display()));
+    let linked = written.and_then(|()| match std::fs::hard_link(&temporary, path) {
+        Ok(()) => Ok(Published::Created),
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
+            match read_secret_file(path)? {
+                Some(theirs) => Ok(Published::Existing(theirs)),
+                None => Err(format!("{} vanished while being created", path.display())),
+            }
+        }
+        Err(err) => Err(format!("cannot create {}: {err}", path.display())),
+    });
+    let _ = std::fs::remove_file(&temporary);
+    linked
 }
 
 fn generate_jwt_secret() -> String {

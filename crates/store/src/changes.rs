@@ -18,7 +18,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use sqlx::postgres::PgListener;
+use sqlx::postgres::{PgListener, PgPoolOptions};
 use uuid::Uuid;
 
 use crate::{Database, StoreError};
@@ -32,6 +32,9 @@ pub const MAX_BATCH: usize = 5_000;
 
 /// How long re-establishing an interrupted subscription may take.
 const RECONNECT_WAIT: Duration = Duration::from_secs(10);
+
+/// How long one attempt to (re)open the listening connection may take.
+const LISTEN_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// What happened since the last call to [`DeviceChanges::next`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +69,16 @@ impl DeviceChanges {
         let Database::Postgres(pool) = db else {
             return Ok(None);
         };
-        let mut listener = PgListener::connect_with(pool).await?;
+        // A pool of its own with one connection: the LISTEN session is held for the server's
+        // whole life, so from the request pool it would take one of
+        // `WATCHGRID_DB_MAX_CONNECTIONS` for good, and during a database outage its reconnect
+        // attempts would occupy a slot and show in the request pool's gauges.
+        let own = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .acquire_timeout(LISTEN_CONNECT_TIMEOUT)
+            .connect_lazy_with((*pool.connect_options()).clone());
+        let mut listener = PgListener::connect_with(&own).await?;
         listener
             .listen_all([DEVICE_CHANNEL, crate::dns::DNS_CHANNEL])
             .await?;

@@ -69,6 +69,36 @@ fn development_secrets_are_generated_once_with_mode_0600() {
 }
 
 #[test]
+fn servers_starting_together_agree_on_one_generated_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwt_secret");
+    let outcomes: Vec<Published> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let path = &path;
+                scope.spawn(move || publish_secret_file(path, &format!("value-{i}")).unwrap())
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created = outcomes
+        .iter()
+        .filter(|o| **o == Published::Created)
+        .count();
+    assert_eq!(created, 1, "{outcomes:?}");
+    let winner = std::fs::read_to_string(&path).unwrap().trim().to_owned();
+    for outcome in &outcomes {
+        if let Published::Existing(theirs) = outcome {
+            assert_eq!(theirs, &winner);
+        }
+    }
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(left.len(), 1, "no temporary files left behind");
+}
+
+#[test]
 fn loosened_secret_files_are_restricted_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
