@@ -9,7 +9,9 @@
 //! agent fetched the new KRL) are refused by sshd, and OpenSSH's own tools parse every certificate and agree with the KRL. After
 //! `watchgrid-server ssh-ca rotate`, certificates of the old and the new user CA both log in
 //! (and the device's host certificate moves to the new host CA) until the grace period ends;
-//! then only the new ones do. A renamed device gets a host certificate for its new name.
+//! then only the new ones do; the `ssh-config` block written before the rotation keeps
+//! working because `ssh-proxy` refreshes its known_hosts file. A renamed device gets a host
+//! certificate for its new name.
 
 #![allow(
     clippy::unwrap_used,
@@ -28,6 +30,12 @@ use watchgrid_testkit::netns::{require_root, unique_tag, Lan, NetNs, Process, Ro
 const ADMIN_PASSWORD: &str = "E2e-Ssh-Admin-Pass-1";
 const SERVER_LAN: &str = "10.79.0.1";
 const SSHD: &str = "/usr/sbin/sshd";
+
+/// The key material (base64) of the newest host CA in a `GET /api/ssh/ca` answer.
+fn new_host_ca_key(ca: &Value) -> &str {
+    let line = ca["host"][1]["public_key"].as_str().unwrap();
+    line.split_whitespace().nth(1).unwrap()
+}
 
 fn text(out: &Output) -> String {
     format!(
@@ -461,20 +469,25 @@ fn operators_ssh_to_devices_through_the_server() {
     assert!(block.contains("StrictHostKeyChecking yes"), "{block}");
     let ssh_config = keys.path().join("ssh_config");
     std::fs::write(&ssh_config, &block).unwrap();
-    let out = operator
-        .ns
-        .exec(&[
-            "env",
-            &format!("WATCHGRID_TOKEN={}", operator.token),
-            "ssh",
-            "-F",
-            ssh_config.to_str().unwrap(),
-            "-o",
-            "BatchMode=yes",
-            &format!("root@{fqdn}"),
-            "true",
-        ])
-        .unwrap();
+    // Plain ssh with that block, the CLI's configuration directory in its environment.
+    let ssh_with_block = || {
+        operator
+            .ns
+            .exec(&[
+                "env",
+                &format!("WATCHGRID_CONFIG_DIR={}", config_dir.display()),
+                &format!("WATCHGRID_TOKEN={}", operator.token),
+                "ssh",
+                "-F",
+                ssh_config.to_str().unwrap(),
+                "-o",
+                "BatchMode=yes",
+                &format!("root@{fqdn}"),
+                "true",
+            ])
+            .unwrap()
+    };
+    let out = ssh_with_block();
     assert!(
         out.status.success(),
         "ssh with the ssh-config block:\n{block}\n{}\n{}",
@@ -604,6 +617,23 @@ fn operators_ssh_to_devices_through_the_server() {
         "watchgrid ssh after the rotation: {}",
         text(&out)
     );
+    // The ssh-config block written before the rotation still works: its ProxyCommand
+    // (`watchgrid ssh-proxy`) refreshes the known_hosts file the block names, which listed
+    // only the old host CA, while the device now presents a certificate of the new one.
+    let before = std::fs::read_to_string(config_dir.join("ssh/known_hosts_default")).unwrap();
+    assert!(
+        !before.contains(new_host_ca_key(&rotated)),
+        "not refreshed yet"
+    );
+    let out = ssh_with_block();
+    assert!(
+        out.status.success(),
+        "ssh with the pre-rotation ssh-config block: {}\n{}",
+        text(&out),
+        all_logs()
+    );
+    let after = std::fs::read_to_string(config_dir.join("ssh/known_hosts_default")).unwrap();
+    assert_eq!(after, rotated["known_hosts"].as_str().unwrap());
     // Once the grace period is over, the device trusts the new user CA only.
     wait_for_or(
         "the old user CA to drop out",

@@ -195,12 +195,19 @@ fn read_public_key(identity: &Path) -> Result<String, CliError> {
         })
 }
 
-/// `ssh-proxy`: relay standard input and output to the device's SSH port.
+/// `ssh-proxy`: relay standard input and output to the device's SSH port. First it brings the
+/// known_hosts file that `ssh-config` wrote up to date, so a host-CA rotation needs nothing
+/// from the user: ssh reads that file only after the key exchange, which cannot start before
+/// the relay does.
 pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
     let target = parse_target(&args.target);
     let ctx = scoped(ctx, &target);
     let mut client = ctx.client()?;
     let device = find(&ctx, &mut client, &target.device).await?;
+    if let Err(err) = refresh_known_hosts(&ctx, &mut client).await {
+        // Not fatal: the file from `ssh-config` may still be right (no rotation since).
+        eprintln!("watchgrid ssh-proxy: cannot refresh the known hosts file: {err}");
+    }
     let upgraded = client.ssh_relay(&device.id).await?;
     let (mut from_device, mut to_device) = tokio::io::split(upgraded);
     let mut stdin = tokio::io::stdin();
@@ -218,6 +225,29 @@ pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
     tokio::select! {
         result = down => result.map(drop).map_err(|e| CliError::Failed(format!("the SSH relay broke: {e}"))),
         () = async { up.await; std::future::pending::<()>().await } => Ok(()),
+    }
+}
+
+/// The known_hosts file `ssh-config` writes for a tenant, in the CLI's configuration directory.
+fn known_hosts_file(tenant: &str) -> String {
+    format!("known_hosts_{tenant}")
+}
+
+/// Rewrites the tenant's known_hosts file from `GET /api/ssh/ca` if `ssh-config` created one
+/// and its content differs (during a rotation it lists both host CAs).
+async fn refresh_known_hosts(ctx: &Ctx, client: &mut ApiClient) -> Result<(), CliError> {
+    let Ok(dir) = &ctx.config_dir else {
+        return Ok(());
+    };
+    let files = PrivateDir::new(dir.join("ssh"));
+    let ca = client.ssh_ca().await?;
+    let name = known_hosts_file(&ca.tenant);
+    match files.read(&name)? {
+        Some(current) if current != ca.known_hosts => {
+            files.write(&name, ca.known_hosts.as_bytes())?;
+            Ok(())
+        }
+        _ => Ok(()),
     }
 }
 
@@ -261,7 +291,7 @@ pub async fn ssh_config(ctx: &Ctx, args: SshConfigArgs) -> Result<(), CliError> 
         Err(why) => return Err(CliError::Failed(why.clone())),
     };
     let files = PrivateDir::new(&dir);
-    let known_hosts = format!("known_hosts_{}", ca.tenant);
+    let known_hosts = known_hosts_file(&ca.tenant);
     files.write(&known_hosts, ca.known_hosts.as_bytes())?;
     let proxy = proxy_command(ctx, &client, &ca.tenant, "%h");
     let identity = args.identity.display().to_string();
