@@ -57,10 +57,33 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             limits.forget_idle();
         }
     });
+    let fleet = state.fleet.clone();
     run_http(listener, state, shutdown_signal()).await?;
+    flush_last_heartbeats(&fleet, &db).await;
     db.close().await;
     tracing::info!("watchgrid-server stopped");
     Ok(())
+}
+
+/// How long the last heartbeat flush may take at shutdown.
+const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+
+/// Write the heartbeats still in the coalescing buffer (up to a second's worth), so a clean
+/// stop loses no `last_seen_at`.
+async fn flush_last_heartbeats(fleet: &crate::fleet::Fleet, db: &Database) {
+    match tokio::time::timeout(FINAL_FLUSH_LIMIT, fleet.heartbeats.flush(db)).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(devices)) => {
+            tracing::info!(devices, "wrote the last heartbeats before stopping")
+        }
+        Ok(Err(err)) => {
+            tracing::warn!(error = %err, "cannot write the last heartbeats before stopping")
+        }
+        Err(_) => tracing::warn!(
+            limit_seconds = FINAL_FLUSH_LIMIT.as_secs(),
+            "writing the last heartbeats took too long; stopping without them"
+        ),
+    }
 }
 
 /// The fleet's background work, once the database and the device index are ready: the

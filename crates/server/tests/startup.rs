@@ -256,6 +256,102 @@ async fn postgres_outage_and_recovery() {
     assert!(gauge(&metrics, "watchgrid_db_open_connections") >= 1.0);
 }
 
+/// SIGTERM writes the heartbeats still in the coalescing buffer before the process exits: a
+/// device heard just before a clean stop has its `last_seen_at`. (The flusher also writes
+/// once a second; should its tick fall between the heartbeat and the signal, this test passes
+/// without the shutdown flush, but not the other way round.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_writes_the_buffered_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let db_path = dir.path().join("wg.db");
+    let url = format!("sqlite://{}", db_path.display());
+    let agent_listen = format!("127.64.0.1:{}", common::free_port());
+    let mut server = ServerProcess::spawn(
+        dir.path(),
+        &[
+            ("DATABASE_URL", &url),
+            ("ADMIN_PASSWORD", common::ADMIN_PASSWORD),
+            ("WATCHGRID_WG_BACKEND", "none"),
+            ("WATCHGRID_OVERLAY_CIDR", "127.64.0.0/10"),
+            ("WATCHGRID_AGENT_LISTEN", &agent_listen),
+            ("WATCHGRID_DNS_LISTEN", "off"),
+        ],
+    );
+    server.wait_for("/readyz", STARTUP, ok).await;
+    let api = |path: &str| format!("{}{path}", server.base);
+    let post = |path: &str, token: Option<&str>, body: serde_json::Value| {
+        let mut request = server.client.post(api(path)).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let path = path.to_owned();
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap();
+            assert!((200..300).contains(&status), "{path}: {status} {body}");
+            body
+        }
+    };
+    let login = post(
+        "/api/auth/login",
+        None,
+        serde_json::json!({"username": "admin", "password": common::ADMIN_PASSWORD}),
+    )
+    .await;
+    let admin = login["access_token"].as_str().unwrap();
+    let token = post(
+        "/api/onboarding-tokens",
+        Some(admin),
+        serde_json::json!({"description": "shutdown test"}),
+    )
+    .await;
+    let public_key = watchgrid_wireguard::key::PrivateKey::generate()
+        .public_key()
+        .to_string();
+    let device = post(
+        "/api/agent/register",
+        None,
+        serde_json::json!({"token": token["secret"], "hostname": "late", "os": "Debian 12",
+            "agent_version": "0.1.0", "wg_public_key": public_key}),
+    )
+    .await;
+    assert_eq!(device["overlay_address"], "127.64.0.2/10");
+
+    // The agent API is reached from the device's own overlay address.
+    let agent = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 64, 0, 2]))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let credential = device["credential"].as_str().unwrap();
+    let answered = agent
+        .post(format!("http://{agent_listen}/api/agent/heartbeat"))
+        .bearer_auth(credential)
+        .json(
+            &serde_json::json!({"agent_version": "0.1.0", "uptime_secs": 5,
+            "hostname": "late", "os": "Debian 12"}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answered.status().as_u16(), 200);
+    let status = server.terminate().await;
+    assert!(status.success(), "{status:?}\n{}", server.logs());
+
+    let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    let last_seen: Option<String> =
+        sqlx::query_scalar("SELECT CAST(last_seen_at AS TEXT) FROM devices WHERE name = 'late'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(
+        last_seen.is_some(),
+        "the buffered heartbeat was lost\n{}",
+        server.logs()
+    );
+}
+
 /// SIGTERM lets a request that is still running finish before the process exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests() {
