@@ -135,10 +135,10 @@ impl DnsHandler {
         }
     }
 
-    /// Answers at most `per_second` queries a second from each source address, with bursts of
-    /// as many; the rest get REFUSED at once (no zone lookup, no forwarding) and count as
-    /// `rate_limited`. Sources are tunnel addresses that WireGuard has authenticated, so a
-    /// source cannot be spoofed to exhaust another device's budget.
+    /// Answers at most `per_second` queries a second from each device's address, with bursts
+    /// of as many; the rest get REFUSED at once (no zone lookup, no forwarding) and count as
+    /// `rate_limited`. Only sources that `tenant_of` knows are counted (others are refused
+    /// anyway), so the limiter holds at most one bucket per device.
     pub fn with_rate_limit(mut self, per_second: NonZeroU32) -> Self {
         self.limiter = Some(RateLimiter::keyed(
             Quota::per_second(per_second).allow_burst(per_second),
@@ -187,18 +187,20 @@ impl DnsHandler {
             return Answer::error(ResponseCode::FormErr);
         };
         let src = request.src().ip().to_canonical();
-        if let Some(limiter) = &self.limiter {
-            if limiter.check_key(&src).is_err() {
-                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
-                return Answer::error(ResponseCode::Refused);
-            }
-        }
         let Some(tenant) = (self.tenant_of)(src).map(|mut t| {
             t.make_ascii_lowercase();
             t
         }) else {
             return Answer::error(ResponseCode::Refused);
         };
+        // Only known devices' addresses get a bucket, so a spray of other (or spoofed unknown)
+        // sources, already refused above, cannot grow the limiter's table.
+        if let Some(limiter) = &self.limiter {
+            if limiter.check_key(&src).is_err() {
+                self.counters.rate_limited.fetch_add(1, Ordering::Relaxed);
+                return Answer::error(ResponseCode::Refused);
+            }
+        }
         let query = info.query;
         if query.query_class() != DNSClass::IN
             || matches!(query.query_type(), RecordType::AXFR | RecordType::IXFR)

@@ -933,16 +933,54 @@ fn publish_secret_file(path: &Path, value: &str) -> Result<Published, String> {
         .map_err(|e| format!("cannot write {}: {e}", temporary.display()));
     let linked = written.and_then(|()| match std::fs::hard_link(&temporary, path) {
         Ok(()) => Ok(Published::Created),
-        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => {
-            match read_secret_file(path)? {
-                Some(theirs) => Ok(Published::Existing(theirs)),
-                None => Err(format!("{} vanished while being created", path.display())),
-            }
-        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => theirs(path),
+        // A file system without hard links (some network and FUSE mounts): exclusive
+        // creation still picks one winner, though a loser could then read a partial file.
+        Err(err) if no_hard_links(&err) => create_exclusively(path, value),
         Err(err) => Err(format!("cannot create {}: {err}", path.display())),
     });
     let _ = std::fs::remove_file(&temporary);
     linked
+}
+
+/// The secret another process published at `path`.
+fn theirs(path: &Path) -> Result<Published, String> {
+    match read_secret_file(path)? {
+        Some(theirs) => Ok(Published::Existing(theirs)),
+        None => Err(format!("{} vanished while being created", path.display())),
+    }
+}
+
+fn no_hard_links(err: &std::io::Error) -> bool {
+    err.kind() == std::io::ErrorKind::Unsupported
+        || matches!(
+            err.raw_os_error(),
+            Some(code) if code == libc_errno::EPERM || code == libc_errno::EOPNOTSUPP
+        )
+}
+
+/// Linux errno values used above (std has no constants for them).
+mod libc_errno {
+    pub const EPERM: i32 = 1;
+    pub const EOPNOTSUPP: i32 = 95;
+}
+
+fn create_exclusively(path: &Path, value: &str) -> Result<Published, String> {
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(mut file) => {
+            file.write_all(format!("{value}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(Published::Created)
+        }
+        Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => theirs(path),
+        Err(err) => Err(format!("cannot create {}: {err}", path.display())),
+    }
 }
 
 fn generate_jwt_secret() -> String {

@@ -69,9 +69,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Write the heartbeats still in the coalescing buffer (up to a second's worth), so a clean
-/// stop loses no `last_seen_at`.
+/// stop loses no `last_seen_at`. A periodic flush in progress finishes first; none starts
+/// after. Heartbeats that arrive after this (the agent API is not stopped) are not written;
+/// the agents' next heartbeats, to the restarted server, are.
 async fn flush_last_heartbeats(fleet: &crate::fleet::Fleet, db: &Database) {
-    match tokio::time::timeout(FINAL_FLUSH_LIMIT, fleet.heartbeats.flush(db)).await {
+    match tokio::time::timeout(FINAL_FLUSH_LIMIT, fleet.heartbeats.flush_final(db)).await {
         Ok(Ok(0)) => {}
         Ok(Ok(devices)) => {
             tracing::info!(devices, "wrote the last heartbeats before stopping")

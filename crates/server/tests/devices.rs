@@ -26,6 +26,7 @@ backend_tests!(
     plain_devices_get_a_wireguard_config,
     devices_survive_a_restart,
     deleting_a_tenant_removes_its_devices_from_the_fleet,
+    the_last_flush_writes_everything_and_closes_the_buffer,
 );
 
 const NO_WG: &[(&str, &str)] = &[
@@ -83,6 +84,39 @@ async fn heartbeat_to(
             .unwrap(),
     )
     .await
+}
+
+/// Shutdown's flush (`flush_final`) writes what is buffered, without pacing, and turns later
+/// periodic flushes into no-ops (the pool is about to close under them).
+async fn the_last_flush_writes_everything_and_closes_the_buffer(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({"max_uses": 2})).await;
+    let first = register(&app, &token, "first", &fresh_key()).await.json();
+    let second = register(&app, &token, "second", &fresh_key()).await.json();
+    let heartbeats = &app.state.fleet.heartbeats;
+    let ok = heartbeat(&app, "100.64.0.2", first["credential"].as_str().unwrap()).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert_eq!(heartbeats.flush_final(&app.state.db).await.unwrap(), 1);
+    let status = |id: &Value| {
+        let id = id.as_str().unwrap().to_owned();
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            app.call("GET", format!("/api/devices/{id}"))
+                .token(&admin)
+                .send()
+                .await
+                .json()["status"]
+                .clone()
+        }
+    };
+    assert_eq!(status(&first["device_id"]).await, "online");
+    // Heard after the last flush: a periodic flush writes nothing any more.
+    let late = heartbeat(&app, "100.64.0.3", second["credential"].as_str().unwrap()).await;
+    assert_eq!(late.status, StatusCode::OK, "{}", late.body);
+    assert_eq!(heartbeats.flush(&app.state.db).await.unwrap(), 0);
+    assert_ne!(status(&second["device_id"]).await, "online");
 }
 
 async fn registration_and_heartbeats(backend: TestBackend) {

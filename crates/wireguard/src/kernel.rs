@@ -74,7 +74,9 @@ impl KernelInterface {
             name,
             &DeviceUpdate {
                 private_key: Some(&spec.private_key),
-                listen_port: Some(spec.listen_port.unwrap_or(0)),
+                // Only a port asked for: an adopted link keeps the one it has, a new link
+                // gets a random one from the kernel when it comes up.
+                listen_port: spec.listen_port.filter(|&port| port != 0),
                 ..DeviceUpdate::default()
             },
         )?;

@@ -18,7 +18,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use ipnet::IpNet;
 use netlink_packet_core::{
     Emitable as _, NetlinkBuffer, NetlinkDeserializable, NetlinkHeader, NetlinkMessage,
-    NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
+    NetlinkPayload, NetlinkSerializable, NLM_F_ACK, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_REQUEST,
 };
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
 use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
@@ -33,13 +33,17 @@ use zeroize::Zeroize as _;
 
 use crate::{Error, Peer, PeerStats, PrivateKey, PublicKey};
 
-/// How long the kernel gets to answer one request (it answers at once unless something is
-/// badly wrong; the limit turns "badly wrong" into an error instead of a hung reconcile loop).
+/// How long a reply may be awaited once a request is sent. The kernel does the work of a
+/// request inside `send()` (under its RTNL lock, so a kernel stuck there blocks `send` itself,
+/// which no socket option bounds); this limit covers a reply that never comes.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest `WG_CMD_SET_DEVICE` message we send, headers included: one page, as `wg(8)`
 /// (libmnl's `MNL_SOCKET_BUFFER_SIZE`) does, a size every kernel with the module accepts.
 pub(crate) const SET_MESSAGE_MAX: usize = 4096;
+
+/// How often a dump the kernel reports as interrupted is read again (`wg` retries too).
+const DUMP_ATTEMPTS: u32 = 5;
 
 /// `nlmsghdr` (16 bytes) plus `genlmsghdr` (4 bytes).
 const HEADERS_LEN: usize = 20;
@@ -53,6 +57,9 @@ pub(crate) enum NetlinkError {
     Kernel(i32),
     /// The kernel answered something we cannot parse.
     Decode(String),
+    /// The device changed while a dump was read (`NLM_F_DUMP_INTR`): the answer may be
+    /// inconsistent; ask again.
+    Interrupted,
 }
 
 impl NetlinkError {
@@ -63,6 +70,9 @@ impl NetlinkError {
                 format!("{} (errno {errno})", io::Error::from_raw_os_error(*errno))
             }
             NetlinkError::Decode(message) => format!("unreadable reply: {message}"),
+            NetlinkError::Interrupted => {
+                "the device kept changing while it was read (dump interrupted)".into()
+            }
         }
     }
 }
@@ -122,7 +132,7 @@ impl GenlSocket {
             nlas: vec![GenlCtrlAttrs::FamilyName(name.to_owned())],
         });
         let mut id = None;
-        self.exchange(request, Ask::Ack, |reply: GenlCtrl| {
+        self.exchange(&request, Ask::Ack, |reply: GenlCtrl| {
             id = id.or_else(|| {
                 reply.nlas.iter().find_map(|nla| match nla {
                     GenlCtrlAttrs::FamilyId(id) => Some(*id),
@@ -135,9 +145,13 @@ impl GenlSocket {
 
     /// Sends `message` and hands every reply to `on_reply`: for [`Ask::Ack`], until the
     /// acknowledgement; for [`Ask::Dump`], until the end of the dump.
+    ///
+    /// The message is borrowed, so the caller can wipe the key material it holds afterwards.
+    /// A dump the kernel marks `NLM_F_DUMP_INTR` (the device changed while it was being read)
+    /// is read to its end and reported as [`NetlinkError::Interrupted`], for the caller to retry.
     pub(crate) fn exchange<F>(
         &self,
-        message: GenlMessage<F>,
+        message: &GenlMessage<F>,
         ask: Ask,
         mut on_reply: impl FnMut(F),
     ) -> Result<(), NetlinkError>
@@ -155,14 +169,19 @@ impl GenlSocket {
             Ask::Dump => NLM_F_REQUEST | NLM_F_DUMP,
         };
         header.sequence_number = sequence;
-        let mut request = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        request.finalize();
-        let mut buffer = vec![0u8; request.buffer_len()];
-        request.serialize(&mut buffer);
+        header.message_type = message.family_id();
+        let length = header.buffer_len() + netlink_packet_core::Emitable::buffer_len(message);
+        header.length = u32::try_from(length)
+            .map_err(|_| NetlinkError::Decode(format!("a request of {length} bytes")))?;
+        let mut buffer = vec![0u8; length];
+        let (head, body) = buffer.split_at_mut(header.buffer_len());
+        header.emit(head);
+        netlink_packet_core::Emitable::emit(message, body);
         let sent = state.socket.send(&buffer, 0);
         // SET_DEVICE may carry the private key.
         buffer.zeroize();
         sent.map_err(NetlinkError::Io)?;
+        let mut interrupted = false;
 
         loop {
             let mut datagram = match state.socket.recv_from_full() {
@@ -179,31 +198,49 @@ impl GenlSocket {
             let replies = split_datagram::<GenlMessage<F>>(&datagram, sequence);
             // GET_DEVICE answers carry the private key.
             datagram.zeroize();
-            for reply in replies? {
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(genl) => on_reply(genl.payload),
-                    NetlinkPayload::Error(error) => {
-                        return match error.code {
-                            None => Ok(()),
-                            Some(code) => Err(NetlinkError::Kernel(-code.get())),
-                        }
-                    }
-                    NetlinkPayload::Done(done) => {
-                        return match done.code {
-                            0 => Ok(()),
-                            code => Err(NetlinkError::Kernel(-code)),
-                        }
-                    }
-                    NetlinkPayload::Overrun(_) => {
-                        return Err(NetlinkError::Decode(
-                            "the kernel reported an overrun".into(),
-                        ))
-                    }
-                    _ => {}
-                }
+            if let Some(outcome) = take_replies(replies?, &mut interrupted, &mut on_reply) {
+                return outcome;
             }
         }
     }
+}
+
+/// Hands the answers in `replies` to `on_reply` and says whether the exchange is over: the
+/// ack or error of a request, the end of a dump (an error if any message of it was marked
+/// `NLM_F_DUMP_INTR`), or `None` to read on.
+fn take_replies<F>(
+    replies: Vec<NetlinkMessage<GenlMessage<F>>>,
+    interrupted: &mut bool,
+    on_reply: &mut impl FnMut(F),
+) -> Option<Result<(), NetlinkError>> {
+    for reply in replies {
+        if reply.header.flags & NLM_F_DUMP_INTR != 0 {
+            *interrupted = true;
+        }
+        match reply.payload {
+            NetlinkPayload::InnerMessage(genl) => on_reply(genl.payload),
+            NetlinkPayload::Error(error) => {
+                return Some(match error.code {
+                    None => Ok(()),
+                    Some(code) => Err(NetlinkError::Kernel(-code.get())),
+                })
+            }
+            NetlinkPayload::Done(done) => {
+                return Some(match done.code {
+                    0 if *interrupted => Err(NetlinkError::Interrupted),
+                    0 => Ok(()),
+                    code => Err(NetlinkError::Kernel(-code)),
+                })
+            }
+            NetlinkPayload::Overrun(_) => {
+                return Some(Err(NetlinkError::Decode(
+                    "the kernel reported an overrun".into(),
+                )))
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The netlink messages of one datagram (a dump packs several) that answer request
@@ -283,14 +320,14 @@ impl WireguardNetlink {
 
     /// Applies `update` to interface `ifname`, in as many messages as it takes.
     pub(crate) fn set_device(&self, ifname: &str, update: &DeviceUpdate<'_>) -> Result<(), Error> {
-        for mut attributes in set_device_messages(ifname, update) {
+        for attributes in set_device_messages(ifname, update) {
             let mut message = GenlMessage::from_payload(WireguardMessage {
                 cmd: WireguardCmd::SetDevice,
-                attributes: Vec::new(),
+                attributes,
             });
             message.set_resolved_family_id(self.family);
-            std::mem::swap(&mut message.payload.attributes, &mut attributes);
-            let result = self.socket.exchange(message, Ask::Ack, drop);
+            let result = self.socket.exchange(&message, Ask::Ack, drop);
+            wipe_keys(&mut message.payload.attributes);
             if let Err(err) = result {
                 return Err(self.error(ifname, "WG_CMD_SET_DEVICE", update.listen_port, err));
             }
@@ -305,13 +342,26 @@ impl WireguardNetlink {
             attributes: vec![WireguardAttribute::IfName(ifname.to_owned())],
         });
         message.set_resolved_family_id(self.family);
-        let mut replies = Vec::new();
-        self.socket
-            .exchange(message, Ask::Dump, |reply: WireguardMessage| {
-                replies.push(reply)
-            })
-            .map_err(|err| self.error(ifname, "WG_CMD_GET_DEVICE", None, err))?;
-        Ok(merge_device_replies(replies))
+        let mut attempt = 1;
+        loop {
+            let mut replies = Vec::new();
+            let result = self
+                .socket
+                .exchange(&message, Ask::Dump, |reply: WireguardMessage| {
+                    replies.push(reply)
+                });
+            match result {
+                Ok(()) => return Ok(merge_device_replies(replies)),
+                Err(NetlinkError::Interrupted) if attempt < DUMP_ATTEMPTS => {
+                    merge_device_replies(replies); // only to wipe the keys
+                    attempt += 1;
+                }
+                Err(err) => {
+                    merge_device_replies(replies);
+                    return Err(self.error(ifname, "WG_CMD_GET_DEVICE", None, err));
+                }
+            }
+        }
     }
 
     fn error(&self, ifname: &str, what: &str, port: Option<u16>, err: NetlinkError) -> Error {
@@ -505,19 +555,39 @@ fn allowed_ip(net: IpNet) -> WireguardAllowedIp {
     ])
 }
 
+/// Zeroes the private and preshared keys in `attributes` where they lie (the kernel sends the
+/// private key in every `GET_DEVICE` answer; `SET_DEVICE` carries it once).
+fn wipe_keys(attributes: &mut [WireguardAttribute]) {
+    for attribute in attributes {
+        match attribute {
+            WireguardAttribute::PrivateKey(key) => key.zeroize(),
+            WireguardAttribute::Peers(peers) => {
+                for peer in peers.iter_mut() {
+                    for part in peer.0.iter_mut() {
+                        if let WireguardPeerAttribute::PresharedKey(key) = part {
+                            key.zeroize();
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Puts a `WG_CMD_GET_DEVICE` dump back together. The kernel fills each message as far as it
 /// goes; a peer whose allowed IPs overflow one message reappears at the head of the next with
 /// its public key and the rest of them.
 pub(crate) fn merge_device_replies(replies: Vec<WireguardMessage>) -> DeviceInfo {
     let mut device = DeviceInfo::default();
-    for reply in replies {
+    for mut reply in replies {
+        wipe_keys(&mut reply.attributes);
         for attribute in reply.attributes {
             match attribute {
                 WireguardAttribute::PublicKey(key) if key != [0; 32] => {
                     device.public_key = Some(PublicKey::from_bytes(key));
                 }
                 WireguardAttribute::ListenPort(port) => device.listen_port = port,
-                WireguardAttribute::PrivateKey(mut key) => key.zeroize(),
                 WireguardAttribute::Peers(peers) => {
                     for peer in peers {
                         let Some(stats) = peer_stats(peer) else {
@@ -552,7 +622,6 @@ fn peer_stats(peer: WireguardPeer) -> Option<PeerStats> {
     for attribute in peer.0 {
         match attribute {
             WireguardPeerAttribute::PublicKey(key) => public_key = Some(PublicKey::from_bytes(key)),
-            WireguardPeerAttribute::PresharedKey(mut key) => key.zeroize(),
             WireguardPeerAttribute::Endpoint(endpoint) => stats.endpoint = Some(endpoint),
             WireguardPeerAttribute::LastHandshake(time) => {
                 // A Unix time; zero is "never".
@@ -592,7 +661,7 @@ fn peer_stats(peer: WireguardPeer) -> Option<PeerStats> {
 mod tests {
     #![allow(clippy::unwrap_used, reason = "tests fail loudly on a bad fixture")]
 
-    use netlink_packet_core::ParseableParametrized as _;
+    use netlink_packet_core::{ParseableParametrized as _, NLM_F_MULTIPART};
     use netlink_packet_generic::GenlHeader;
     use netlink_packet_wireguard::WireguardTimeSpec;
 
@@ -913,6 +982,70 @@ mod tests {
     }
 
     #[test]
+    fn an_interrupted_dump_is_read_to_its_end_and_reported() {
+        let part = |flags: u16, port: u16| {
+            let mut header = NetlinkHeader::default();
+            header.flags = flags;
+            NetlinkMessage::new(
+                header,
+                NetlinkPayload::InnerMessage(GenlMessage::from_payload(WireguardMessage {
+                    cmd: WireguardCmd::GetDevice,
+                    attributes: vec![WireguardAttribute::ListenPort(port)],
+                })),
+            )
+        };
+        let done = || {
+            NetlinkMessage::new(
+                NetlinkHeader::default(),
+                NetlinkPayload::Done(netlink_packet_core::DoneMessage::default()),
+            )
+        };
+        let mut seen = Vec::new();
+        let mut on_reply = |m: WireguardMessage| seen.push(m);
+        let mut interrupted = false;
+        // The first datagram is marked; the dump goes on; its end reports the interruption.
+        let first = vec![part(NLM_F_MULTIPART | NLM_F_DUMP_INTR, 1)];
+        assert!(take_replies(first, &mut interrupted, &mut on_reply).is_none());
+        let last = vec![part(NLM_F_MULTIPART, 2), done()];
+        assert!(matches!(
+            take_replies(last, &mut interrupted, &mut on_reply),
+            Some(Err(NetlinkError::Interrupted))
+        ));
+        assert_eq!(seen.len(), 2, "every message was read");
+        // An unmarked dump ends well.
+        let mut interrupted = false;
+        let whole = vec![part(NLM_F_MULTIPART, 3), done()];
+        assert!(matches!(
+            take_replies(whole, &mut interrupted, &mut |_: WireguardMessage| {}),
+            Some(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn keys_are_wiped_where_they_lie() {
+        let private = PrivateKey::generate();
+        let mut attributes = vec![
+            WireguardAttribute::IfName("wg0".into()),
+            WireguardAttribute::PrivateKey(*private.secret_bytes()),
+            WireguardAttribute::Peers(vec![WireguardPeer(vec![
+                WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
+                WireguardPeerAttribute::PresharedKey([9; 32]),
+            ])]),
+        ];
+        wipe_keys(&mut attributes);
+        assert_eq!(attributes[1], WireguardAttribute::PrivateKey([0; 32]));
+        let WireguardAttribute::Peers(peers) = &attributes[2] else {
+            panic!("{attributes:?}");
+        };
+        assert_eq!(peers[0].0[1], WireguardPeerAttribute::PresharedKey([0; 32]));
+        assert_eq!(
+            peers[0].0[0],
+            WireguardPeerAttribute::PublicKey(*key(1).as_bytes()),
+            "public keys stay"
+        );
+    }
+
+    #[test]
     fn a_dump_round_trips_through_the_wire_format() {
         // Parse with the same path exchange() uses, from a serialized reply.
         let message = WireguardMessage {
@@ -980,7 +1113,7 @@ mod tests {
         let mut names = Vec::new();
         socket
             .exchange(
-                GenlMessage::from_payload(GenlCtrl {
+                &GenlMessage::from_payload(GenlCtrl {
                     cmd: GenlCtrlCmd::GetFamily,
                     nlas: Vec::new(),
                 }),

@@ -69,8 +69,9 @@ pub(crate) struct DeviceState {
     pub public_key: Option<PublicKey>,
     pub listen_port: Option<u16>,
     pub peers: Vec<PeerState>,
-    /// The device reported `private_key=`, so it is not boringtun (wireguard-go, say): it
-    /// updates peers in place and refuses boringtun's `remove=false` workaround.
+    /// The device did not report `own_public_key=`, so it is not boringtun (wireguard-go,
+    /// say, which reports `private_key=` once it has a key): it updates peers in place and
+    /// refuses boringtun's `remove=false` workaround.
     pub updates_in_place: bool,
 }
 
@@ -87,6 +88,8 @@ pub(crate) struct GetParser {
     state: DeviceState,
     current: Option<(PeerState, u64, u32)>,
     line: usize,
+    /// Saw `own_public_key=`, which only boringtun reports.
+    boringtun: bool,
 }
 
 impl GetParser {
@@ -96,6 +99,7 @@ impl GetParser {
             state: DeviceState::default(),
             current: None,
             line: 0,
+            boringtun: false,
         }
     }
 
@@ -119,13 +123,15 @@ impl GetParser {
             "private_key" => {
                 let bytes = hex_decode(value)
                     .ok_or_else(|| self.bad("private_key=***", "not 64 hex digits"))?;
-                self.state.updates_in_place = true;
                 // All zeros is "no key" (the kernel reports it so).
                 if bytes != [0; 32] {
                     self.state.public_key = Some(PrivateKey::from_bytes(bytes).public_key());
                 }
             }
-            "own_public_key" => self.state.public_key = Some(PublicKey::from_hex(value)?),
+            "own_public_key" => {
+                self.state.public_key = Some(PublicKey::from_hex(value)?);
+                self.boringtun = true;
+            }
             "listen_port" => {
                 self.state.listen_port =
                     Some(value.parse().map_err(|_| self.bad(line, "not a port"))?)
@@ -208,6 +214,10 @@ impl GetParser {
 
     pub(crate) fn finish(mut self) -> DeviceState {
         self.finish_peer();
+        // boringtun without a key reports no `own_public_key`, but it holds no peers then either
+        // (the socket this crate serves refuses adding one before the key), so in-place
+        // updates, which only ever add peers to it, are safe.
+        self.state.updates_in_place = !self.boringtun;
         self.state
     }
 
@@ -741,6 +751,16 @@ mod tests {
         );
         assert_eq!((peer.stats.rx_bytes, peer.stats.tx_bytes), (20, 10));
         assert_eq!(peer.persistent_keepalive, None);
+        // wireguard-go before a key is set reports no key line at all: still not boringtun.
+        let (keyless, _) = parse_get(
+            "listen_port=4000
+errno=0
+",
+            now(),
+        )
+        .unwrap();
+        assert!(keyless.updates_in_place);
+        assert_eq!(keyless.public_key, None);
     }
 
     #[test]

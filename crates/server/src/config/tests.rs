@@ -99,6 +99,34 @@ fn servers_starting_together_agree_on_one_generated_secret() {
 }
 
 #[test]
+fn without_hard_links_exclusive_creation_still_picks_one_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin_password");
+    assert_eq!(
+        create_exclusively(&path, "first").unwrap(),
+        Published::Created
+    );
+    assert_eq!(
+        create_exclusively(&path, "second").unwrap(),
+        Published::Existing("first".into())
+    );
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        no_hard_links(&std::io::Error::from_raw_os_error(1)),
+        "EPERM"
+    );
+    assert!(
+        no_hard_links(&std::io::Error::from_raw_os_error(95)),
+        "EOPNOTSUPP"
+    );
+    assert!(
+        !no_hard_links(&std::io::Error::from_raw_os_error(28)),
+        "ENOSPC is a real failure"
+    );
+}
+
+#[test]
 fn loosened_secret_files_are_restricted_again() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();

@@ -11,6 +11,7 @@
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -70,6 +71,11 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Heartbeats {
     inner: Mutex<Inner>,
+    /// Held by the flush in progress: the last flush at shutdown waits for a paced one to end.
+    writer: tokio::sync::Mutex<()>,
+    /// Set by [`Heartbeats::flush_final`]: later periodic flushes do nothing (the pool is
+    /// about to close).
+    closed: AtomicBool,
 }
 
 /// How often the buffer is written out.
@@ -161,6 +167,22 @@ impl Heartbeats {
     /// PostgreSQL, one transaction on SQLite). On failure what was not written is put back for
     /// the next flush.
     pub async fn flush(&self, db: &Database) -> Result<u64, watchgrid_store::StoreError> {
+        let _writing = self.writer.lock().await;
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(0);
+        }
+        self.write(db, true).await
+    }
+
+    /// The last flush, at shutdown: waits for a periodic flush in progress to finish, writes
+    /// what is left without pacing, and turns later periodic flushes into no-ops.
+    pub async fn flush_final(&self, db: &Database) -> Result<u64, watchgrid_store::StoreError> {
+        let _writing = self.writer.lock().await;
+        self.closed.store(true, Ordering::Release);
+        self.write(db, false).await
+    }
+
+    async fn write(&self, db: &Database, paced: bool) -> Result<u64, watchgrid_store::StoreError> {
         let (seen, facts) = {
             let mut inner = self.lock();
             // Keep the buffers' capacity: the next second will need about as much.
@@ -173,10 +195,14 @@ impl Heartbeats {
         }
         let ids: Vec<Uuid> = seen.into_iter().collect();
         let at = Utc::now();
-        let pause = pause_between(ids.len().div_ceil(FLUSH_CHUNK));
+        let pause = if paced {
+            pause_between(ids.len().div_ceil(FLUSH_CHUNK))
+        } else {
+            Duration::ZERO
+        };
         let mut touched = 0;
         for (index, chunk) in ids.chunks(FLUSH_CHUNK).enumerate() {
-            if index > 0 {
+            if index > 0 && !pause.is_zero() {
                 tokio::time::sleep(pause).await;
             }
             match devices::touch_last_seen(db, chunk, at).await {
