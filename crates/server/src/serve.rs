@@ -40,13 +40,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("listening on {} (WATCHGRID_LISTEN)", config.listen))?;
     let state = AppState::new(config, db.clone())?;
     let background = state.clone();
+    // Tells the agent API to stop at shutdown; it subscribes once it starts.
+    let stop_agents = Arc::new(tokio::sync::watch::channel(false).0);
+    let agents = stop_agents.clone();
     tokio::spawn(async move {
         if prepare_database(&background, background.db.migrator()).await {
             tokio::spawn(crate::audit::run_sweeper(
                 background.db.clone(),
                 background.config.audit_retention_days,
             ));
-            start_fleet(&background);
+            start_fleet(&background, &agents);
         }
     });
     let limits = state.limits.clone();
@@ -59,19 +62,32 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let fleet = state.fleet.clone();
     run_http(listener, state, shutdown_signal()).await?;
+    // No heartbeat may arrive after the last flush: stop the agent API and let its requests
+    // finish (each connection carries one) before flushing.
+    let _ = stop_agents.send(true);
+    if tokio::time::timeout(AGENT_DRAIN_LIMIT, stop_agents.closed())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "agent API requests still running after {AGENT_DRAIN_LIMIT:?}; flushing anyway"
+        );
+    }
     flush_last_heartbeats(&fleet, &db).await;
     db.close().await;
     tracing::info!("watchgrid-server stopped");
     Ok(())
 }
 
+/// How long the agent API's last requests may take at shutdown.
+const AGENT_DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// How long the last heartbeat flush may take at shutdown.
 const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(10);
 
 /// Write the heartbeats still in the coalescing buffer (up to a second's worth), so a clean
 /// stop loses no `last_seen_at`. A periodic flush in progress finishes first; none starts
-/// after. Heartbeats that arrive after this (the agent API is not stopped) are not written;
-/// the agents' next heartbeats, to the restarted server, are.
+/// after. The agent API has stopped by then.
 async fn flush_last_heartbeats(fleet: &crate::fleet::Fleet, db: &Database) {
     match tokio::time::timeout(FINAL_FLUSH_LIMIT, fleet.heartbeats.flush_final(db)).await {
         Ok(Ok(0)) => {}
@@ -90,12 +106,13 @@ async fn flush_last_heartbeats(fleet: &crate::fleet::Fleet, db: &Database) {
 
 /// The fleet's background work, once the database and the device index are ready: the
 /// WireGuard hub, the heartbeat flusher, the agent API listener and Magic DNS.
-pub fn start_fleet(state: &AppState) {
+/// `stop_agents` is told `true` at shutdown; the agent API then stops accepting.
+pub fn start_fleet(state: &AppState, stop_agents: &tokio::sync::watch::Sender<bool>) {
     let fleet = state.fleet.clone();
     tokio::spawn(fleet.hub.clone().run(fleet.clone()));
     let (flusher, db) = (fleet.clone(), state.db.clone());
     tokio::spawn(async move { flusher.heartbeats.run_flusher(db).await });
-    tokio::spawn(serve_agent_api(state.clone()));
+    tokio::spawn(serve_agent_api(state.clone(), stop_agents.subscribe()));
     tokio::spawn(crate::fleet::sync::follow_device_changes(
         state.db.clone(),
         state.fleet.clone(),
@@ -105,7 +122,9 @@ pub fn start_fleet(state: &AppState) {
 
 /// Serve the agent API on the server's overlay address. The address exists only once the
 /// WireGuard interface is up, so binding is retried until it works.
-pub async fn serve_agent_api(state: AppState) {
+///
+/// It stops (letting requests in progress finish) once `stop` says `true`.
+pub async fn serve_agent_api(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
     let address = state.fleet.config.agent_listen;
     let mut warned = false;
     let listener = loop {
@@ -116,19 +135,20 @@ pub async fn serve_agent_api(state: AppState) {
                     tracing::warn!(%address, error = %err, "agent API cannot listen yet (waiting for the overlay address)");
                     warned = true;
                 }
-                tokio::time::sleep(Duration::from_secs(2)).await;
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(2)) => {}
+                    _ = stop.wait_for(|stopping| *stopping) => return,
+                }
             }
         }
     };
     tracing::info!(%address, "agent API listening");
     let app = crate::http::agent_router(state);
-    crate::listener::serve(
-        listener,
-        app,
-        ConnectionPolicy::AGENT,
-        std::future::pending(),
-    )
+    crate::listener::serve(listener, app, ConnectionPolicy::AGENT, async move {
+        let _ = stop.wait_for(|stopping| *stopping).await;
+    })
     .await;
+    tracing::info!(%address, "agent API stopped");
 }
 
 /// Serve HTTP until `shutdown` resolves, then let in-flight requests finish (up to

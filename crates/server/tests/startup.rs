@@ -338,6 +338,13 @@ async fn sigterm_writes_the_buffered_heartbeats() {
     assert_eq!(answered.status().as_u16(), 200);
     let status = server.terminate().await;
     assert!(status.success(), "{status:?}\n{}", server.logs());
+    // The agent API stopped before the last flush, so nothing heard can come after it.
+    let logs = server.logs();
+    let agents_stopped = logs
+        .find("agent API stopped")
+        .expect("the agent API stopped");
+    let stopped = logs.find("watchgrid-server stopped").expect("a clean stop");
+    assert!(agents_stopped < stopped, "{logs}");
 
     let mut db = sqlx::SqliteConnection::connect(&url).await.unwrap();
     let last_seen: Option<String> =
