@@ -519,19 +519,21 @@ async fn unknown_sources_and_sources_outside_the_overlay_are_refused() {
     assert_eq!(outside.counters.snapshot().forwarded, 0);
 }
 
+/// An A query for `web.test.wg.internal` with this id, encoded.
+fn web_query(id: u16) -> Vec<u8> {
+    let mut query = Message::new();
+    query.set_id(id).add_query(Query::query(
+        Name::from_ascii("web.test.wg.internal.").expect("name"),
+        RecordType::A,
+    ));
+    query.to_vec().expect("encode")
+}
+
 /// Sends `count` A queries for `web.test.wg.internal` back to back from `socket`, then reads
 /// the answers: their response codes, in any order.
 async fn ask_many(socket: &UdpSocket, server: SocketAddr, count: u16) -> Vec<ResponseCode> {
     for id in 0..count {
-        let mut query = Message::new();
-        query.set_id(id).add_query(Query::query(
-            Name::from_ascii("web.test.wg.internal.").expect("name"),
-            RecordType::A,
-        ));
-        socket
-            .send_to(&query.to_vec().expect("encode"), server)
-            .await
-            .expect("send");
+        socket.send_to(&web_query(id), server).await.expect("send");
     }
     let mut codes = Vec::new();
     let mut buf = vec![0u8; 4096];
@@ -552,12 +554,7 @@ async fn ask_many(socket: &UdpSocket, server: SocketAddr, count: u16) -> Vec<Res
 /// One A query for `web.test.wg.internal` over TCP from 127.0.0.1: its response code.
 async fn ask_tcp(server: SocketAddr) -> ResponseCode {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut query = Message::new();
-    query.set_id(7).add_query(Query::query(
-        Name::from_ascii("web.test.wg.internal.").expect("name"),
-        RecordType::A,
-    ));
-    let bytes = query.to_vec().expect("encode");
+    let bytes = web_query(7);
     let mut stream = tokio::net::TcpStream::connect(server)
         .await
         .expect("connect");

@@ -921,15 +921,7 @@ enum Published {
 fn publish_secret_file(path: &Path, value: &str) -> Result<Published, String> {
     // Random, not the pid: servers in containers sharing a volume may all be pid 1.
     let temporary = path.with_extension(format!("tmp-{:016x}", rand::random::<u64>()));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(format!("{value}\n").as_bytes())?;
-            file.sync_all()
-        })
+    let written = write_new_secret(&temporary, value)
         .map_err(|e| format!("cannot write {}: {e}", temporary.display()));
     let linked = written.and_then(|()| match std::fs::hard_link(&temporary, path) {
         Ok(()) => Ok(Published::Created),
@@ -966,21 +958,23 @@ mod libc_errno {
 }
 
 fn create_exclusively(path: &Path, value: &str) -> Result<Published, String> {
-    let created = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            file.write_all(format!("{value}\n").as_bytes())
-                .and_then(|()| file.sync_all())
-                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            Ok(Published::Created)
-        }
+    match write_new_secret(path, value) {
+        Ok(()) => Ok(Published::Created),
         Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => theirs(path),
         Err(err) => Err(format!("cannot create {}: {err}", path.display())),
     }
+}
+
+/// Creates `path` (failing if it exists), mode 0600 from the start, with `value` and a
+/// newline, synced to disk.
+fn write_new_secret(path: &Path, value: &str) -> std::io::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(format!("{value}\n").as_bytes())?;
+    file.sync_all()
 }
 
 fn generate_jwt_secret() -> String {
