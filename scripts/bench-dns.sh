@@ -8,7 +8,9 @@
 #
 # Environment (all optional): BENCH_DEVICES (10000), BENCH_DURATION (15: seconds per dnsperf
 # run), BENCH_CLIENTS (4: dnsperf -c), BENCH_OUTSTANDING (200: dnsperf -q), BENCH_REPEAT (3),
-# BENCH_RECORDS (20), BENCH_KEEP (1 keeps the work directory), BENCH_SERVER_BIN (a server
+# BENCH_RECORDS (20), BENCH_DNS_RATE_LIMIT (off: dnsperf asks from one address; a number far
+# above the load measures the limiter's cost per query), BENCH_KEEP (1 keeps the work
+# directory), BENCH_SERVER_BIN (a server
 # binary to use instead of building the release one).
 # Needs: dnsperf, dnsmasq, dig (bind9-dnsutils), sqlite3, curl, jq. Runs as any user (ports
 # above 1024, loopback only).
@@ -85,7 +87,7 @@ log "starting watchgrid-server (Magic DNS on 127.0.0.1:$dns_port)"
 WATCHGRID_LISTEN="127.0.0.1:$http_port" \
   ADMIN_PASSWORD="$password" WATCHGRID_WG_BACKEND=none WATCHGRID_OVERLAY_CIDR=127.0.0.0/8 \
   WATCHGRID_AGENT_LISTEN="127.0.0.1:$agent_port" WATCHGRID_DNS_LISTEN="127.0.0.1:$dns_port" \
-  WATCHGRID_DNS_RATE_LIMIT=off \
+  WATCHGRID_DNS_RATE_LIMIT="${BENCH_DNS_RATE_LIMIT:-off}" \
   WATCHGRID_LOG_LEVEL=warn "$server_bin" >"$work/server.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
