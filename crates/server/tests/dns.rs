@@ -23,7 +23,8 @@ use watchgrid_testkit::{backend_tests, TestBackend};
 backend_tests!(
     names_records_and_isolation_over_real_dns,
     listener_failure_is_reported_by_health,
-    concurrent_creations_cannot_put_a_cname_beside_other_data
+    concurrent_creations_cannot_put_a_cname_beside_other_data,
+    a_cname_and_a_rename_onto_its_name_cannot_both_win
 );
 
 fn free_port() -> u16 {
@@ -234,10 +235,6 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
             json!({"name": "x", "type": "CNAME", "value": "web.globex.watchgrid.internal."}),
             "value",
         ),
-        (
-            json!({"name": "db", "type": "CNAME", "value": "web"}),
-            "type",
-        ),
     ] {
         let reply = app
             .call("POST", "/api/dns/records")
@@ -253,6 +250,14 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
         );
         assert_eq!(field_errors(&reply), [field], "{body}: {}", reply.body);
     }
+    // A CNAME at a device's name conflicts with the device (409, like a rename onto a CNAME).
+    let at_device = app
+        .call("POST", "/api/dns/records")
+        .token(&root)
+        .json(json!({"name": "db", "type": "CNAME", "value": "web"}))
+        .send()
+        .await;
+    assert_eq!(at_device.status, StatusCode::CONFLICT, "{}", at_device.body);
     let txt = app
         .call("POST", "/api/dns/records")
         .token(&root)
@@ -298,7 +303,15 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
         .json(json!({"name": "www"}))
         .send()
         .await;
-    assert_eq!(field_errors(&onto), ["name"], "{}", onto.body);
+    assert_eq!(onto.status, StatusCode::CONFLICT, "{}", onto.body);
+    assert!(
+        onto.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CNAME"),
+        "{}",
+        onto.body
+    );
     // Viewers read, only admins write.
     let list = app
         .call("GET", "/api/dns/records?type=CNAME")
@@ -639,4 +652,78 @@ async fn concurrent_creations_cannot_put_a_cname_beside_other_data(backend: Test
             won.len()
         );
     }
+}
+
+/// A CNAME created while a device is renamed onto the same name: both check the other's rows
+/// under the tenant's name lock, so exactly one wins and the other is a 409, and the zone
+/// answers whatever won (issue 11, item 14: on PostgreSQL both used to succeed).
+async fn a_cname_and_a_rename_onto_its_name_cannot_both_win(backend: TestBackend) {
+    let app = std::sync::Arc::new(
+        TestApp::with_config(
+            backend,
+            &[
+                ("WATCHGRID_WG_BACKEND", "none"),
+                ("WATCHGRID_DNS_LISTEN", "off"),
+            ],
+        )
+        .await,
+    );
+    let root = app.admin_token().await;
+    let created = app
+        .call("POST", "/api/devices")
+        .token(&root)
+        .json(json!({"name": "mover"}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let device_id = created.json()["device"]["id"].as_str().unwrap().to_owned();
+    let (mut cname_wins, mut rename_wins) = (0, 0);
+    for round in 0..10 {
+        let name = format!("contested{round}");
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let cname = {
+            let (app, root, name, start) = (app.clone(), root.clone(), name.clone(), start.clone());
+            tokio::spawn(async move {
+                start.wait().await;
+                app.call("POST", "/api/dns/records")
+                    .token(&root)
+                    .json(json!({"name": name, "type": "CNAME", "value": "elsewhere"}))
+                    .send()
+                    .await
+            })
+        };
+        let rename = {
+            let (app, root, name, start, id) = (
+                app.clone(),
+                root.clone(),
+                name.clone(),
+                start.clone(),
+                device_id.clone(),
+            );
+            tokio::spawn(async move {
+                start.wait().await;
+                app.call("PATCH", format!("/api/devices/{id}"))
+                    .token(&root)
+                    .json(json!({"name": name}))
+                    .send()
+                    .await
+            })
+        };
+        let (cname, rename) = (cname.await.unwrap(), rename.await.unwrap());
+        match (cname.status, rename.status) {
+            (StatusCode::CREATED, StatusCode::CONFLICT) => cname_wins += 1,
+            (StatusCode::CONFLICT, StatusCode::OK) => rename_wins += 1,
+            other => panic!(
+                "round {round}: exactly one must win, the other 409: {other:?} {} / {}",
+                cname.body, rename.body
+            ),
+        }
+        let zone = app.state.fleet.dns.zone.has_cname("default", &name);
+        assert_eq!(
+            zone,
+            cname.status == StatusCode::CREATED,
+            "round {round}: zone"
+        );
+    }
+    assert_eq!(cname_wins + rename_wins, 10);
 }

@@ -43,18 +43,59 @@ pub struct RecordFilter {
     pub after: Option<(String, Uuid)>,
 }
 
-/// Serialize a tenant's record changes until `tx` ends: each change checks the whole record
-/// set at its name (a CNAME stands alone) after writing, and on PostgreSQL two transactions
-/// would otherwise each miss the other's uncommitted row and both pass. Locks the tenant's
-/// row. SQLite needs nothing: a transaction that has written is the only writer.
+/// Serialize the changes that decide what a tenant's name holds, until `tx` ends: record
+/// writes (each checks the whole record set at its name after writing: a CNAME stands alone)
+/// and device renames (a device cannot take a CNAME's name, nor a CNAME a device's). Each side
+/// checks the other's rows in the database after taking this lock; on PostgreSQL two
+/// transactions would otherwise each miss the other's uncommitted row and both pass. Locks the
+/// tenant's row (`FOR NO KEY UPDATE`, so inserts that merely reference the tenant are not held
+/// up). SQLite needs nothing: every transaction opens with the write lock ([`crate::Database::begin`]).
 pub async fn lock_tenant_records(tx: &mut crate::Tx, tenant: Uuid) -> Result<(), StoreError> {
     if let crate::Tx::Postgres(tx) = tx {
-        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR NO KEY UPDATE")
             .bind(tenant)
             .fetch_optional(&mut **tx)
             .await?;
     }
     Ok(())
+}
+
+/// Whether a CNAME of `tenant` sits at `name` (a device cannot take that name). Call it after
+/// [`lock_tenant_records`] for an answer that holds until commit.
+pub async fn cname_at<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    name: &str,
+) -> Result<bool, StoreError> {
+    Ok(with_conn!(conn, c => {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM dns_records WHERE tenant_id = $1 AND name = $2 AND record_type = 'CNAME' LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?
+        .is_some()
+    }))
+}
+
+/// Whether a device of `tenant` is named `name` (a CNAME cannot sit there). Call it after
+/// [`lock_tenant_records`] for an answer that holds until commit.
+pub async fn device_at<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    name: &str,
+) -> Result<bool, StoreError> {
+    Ok(with_conn!(conn, c => {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT 1 FROM devices WHERE tenant_id = $1 AND name = $2 LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(name)
+        .fetch_optional(&mut *c)
+        .await?
+        .is_some()
+    }))
 }
 
 pub async fn insert_record<'a>(

@@ -18,6 +18,11 @@ pub enum StoreError {
     /// A uniqueness or foreign-key constraint refused the write.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A concurrent change held the lock past the busy timeout, or made this transaction's
+    /// view stale (SQLite busy or locked; PostgreSQL serialization failure, deadlock or lock
+    /// timeout). Nothing was written; the same request may succeed when retried.
+    #[error("contended: {0}")]
+    Contended(String),
     /// Any other database error; the detail is for logs, not for clients.
     #[error("database error: {0}")]
     Other(String),
@@ -34,12 +39,26 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) => {
                 if db.is_unique_violation() || db.is_foreign_key_violation() {
                     StoreError::Conflict(db.message().to_owned())
+                } else if db.code().as_deref().is_some_and(is_contention_code) {
+                    StoreError::Contended(db.message().to_owned())
                 } else {
                     StoreError::Other(err.to_string())
                 }
             }
             _ => StoreError::Other(err.to_string()),
         }
+    }
+}
+
+/// SQLite result codes (extended codes carry the primary one in their low byte) and PostgreSQL
+/// SQLSTATEs that mean "another transaction is in the way", not "this request is wrong".
+fn is_contention_code(code: &str) -> bool {
+    const SQLITE_BUSY: i64 = 5;
+    const SQLITE_LOCKED: i64 = 6;
+    match code.parse::<i64>() {
+        Ok(sqlite) => matches!(sqlite & 0xff, SQLITE_BUSY | SQLITE_LOCKED),
+        // serialization_failure, deadlock_detected, lock_not_available
+        Err(_) => matches!(code, "40001" | "40P01" | "55P03"),
     }
 }
 
@@ -51,6 +70,23 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
                 other => StoreError::Migration(other.to_string()),
             },
             other => StoreError::Migration(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_contention_code;
+
+    #[test]
+    fn busy_locked_and_serialization_failures_are_contention() {
+        // SQLITE_BUSY, SQLITE_LOCKED, SQLITE_BUSY_SNAPSHOT (517), SQLITE_LOCKED_SHAREDCACHE (262)
+        for code in ["5", "6", "517", "262", "40001", "40P01", "55P03"] {
+            assert!(is_contention_code(code), "{code}");
+        }
+        // SQLITE_CONSTRAINT_UNIQUE (2067), SQLITE_ERROR, unique_violation, syntax error
+        for code in ["2067", "1", "23505", "42601"] {
+            assert!(!is_contention_code(code), "{code}");
         }
     }
 }

@@ -12,10 +12,20 @@ pub enum Tx {
     Postgres(Transaction<'static, Postgres>),
 }
 
+/// How a SQLite transaction opens: with the write lock. A deferred transaction reads first and
+/// upgrades to a writer later; when another connection committed in between, SQLite refuses
+/// the upgrade at once (`SQLITE_BUSY`/`SQLITE_BUSY_SNAPSHOT`, no busy timeout can help), which
+/// concurrent changes turned into 500s. Taking the lock up front makes a writer wait its turn
+/// (for the pool's busy timeout) instead.
+const SQLITE_BEGIN: &str = "BEGIN IMMEDIATE";
+
 impl Database {
+    /// Open a transaction. On SQLite it holds the database's write lock until it ends, so
+    /// transactions are serialised; on PostgreSQL it is `READ COMMITTED`, and a change whose
+    /// checks span rows takes a row lock first (e.g. [`crate::dns::lock_tenant_records`]).
     pub async fn begin(&self) -> Result<Tx, StoreError> {
         Ok(match self {
-            Database::Sqlite(pool) => Tx::Sqlite(pool.begin().await?),
+            Database::Sqlite(pool) => Tx::Sqlite(pool.begin_with(SQLITE_BEGIN).await?),
             Database::Postgres(pool) => Tx::Postgres(pool.begin().await?),
         })
     }

@@ -170,8 +170,6 @@ pub async fn update(
             if let Some(name) = &body.name {
                 if let Err(reason) = validate::slug(name) {
                     problems.push(FieldError::new("name", reason));
-                } else if let Some(reason) = cname_holds(&state, &scope, name) {
-                    problems.push(FieldError::new("name", reason));
                 }
             }
             if let Some(tags) = &body.tags {
@@ -179,6 +177,17 @@ pub async fn update(
             }
             if !problems.is_empty() {
                 return Err(ApiError::Validation(problems));
+            }
+            if let Some(name) = &body.name {
+                // Under the tenant's name lock, against the database: a CNAME created at this
+                // moment is either seen here or sees this device (the zone learns both only
+                // after commit).
+                watchgrid_store::dns::lock_tenant_records(&mut *tx, scope.tenant.id).await?;
+                if watchgrid_store::dns::cname_at(&mut *tx, scope.tenant.id, name).await? {
+                    return Err(ApiError::Conflict(format!(
+                        "{name:?} is a CNAME in Magic DNS; delete that record first or pick another name"
+                    )));
+                }
             }
             let mut row = devices::device(&mut *tx, scope.tenant.id, id)
                 .await?

@@ -59,6 +59,17 @@ async fn checked_set(
 ) -> Result<Vec<Record>, ApiError> {
     let zone = state.fleet.dns.tenant_zone(&scope.tenant.slug);
     let rows = dns::records_at(&mut *tx, scope.tenant.id, name).await?;
+    // Against the database, under the tenant's name lock the caller holds: a device renamed
+    // onto this name at this moment is either seen here or sees this CNAME.
+    if rows
+        .iter()
+        .any(|row| row.record_type == DnsRecordType::Cname.as_str())
+        && dns::device_at(&mut *tx, scope.tenant.id, name).await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "{name:?} is a device's name in Magic DNS; a CNAME must be the only data at its name"
+        )));
+    }
     let records = rows
         .iter()
         .map(|row| record_of_row(row, &zone))
@@ -159,7 +170,7 @@ pub async fn get(
 }
 
 #[utoipa::path(post, path = "/api/dns/records", tag = "dns", security(("bearer" = [])), request_body = CreateDnsRecord,
-    responses((status = 201, description = "Created, and answered by Magic DNS at once", body = DnsRecord), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "Created, and answered by Magic DNS at once", body = DnsRecord), (status = 409, description = "A device holds the name of this CNAME", body = ErrorBody), (status = 422, body = ErrorBody)))]
 /// Publish a custom record under `<name>.<tenant>.<domain>`.
 pub async fn create(
     State(state): State<AppState>,

@@ -182,6 +182,13 @@ impl From<StoreError> for ApiError {
                 tracing::debug!(%detail, "store conflict");
                 ApiError::Conflict("the resource conflicts with an existing one".into())
             }
+            // Nothing was written: the client may simply retry, so this is a conflict, not a 5xx.
+            StoreError::Contended(detail) => {
+                tracing::info!(%detail, "store contention");
+                ApiError::Conflict(
+                    "a concurrent change to the same data got there first; try again".into(),
+                )
+            }
             StoreError::Unavailable(detail) => {
                 tracing::warn!(%detail, "database unavailable");
                 ApiError::Unavailable("the database is unavailable; try again shortly".into())
