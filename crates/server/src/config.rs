@@ -20,6 +20,12 @@ use watchgrid_store::DatabaseUrl;
 /// Where configuration values come from.
 pub trait Source {
     fn get(&self, name: &str) -> Option<String>;
+
+    /// Every variable name the source holds, so unknown `WATCHGRID_*` names can be warned
+    /// about. A source that cannot list its names returns none.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// The process environment: the production source.
@@ -29,6 +35,12 @@ pub struct EnvSource;
 impl Source for EnvSource {
     fn get(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+
+    fn names(&self) -> Vec<String> {
+        std::env::vars_os()
+            .filter_map(|(name, _)| name.into_string().ok())
+            .collect()
     }
 }
 
@@ -50,6 +62,10 @@ impl MapSource {
 impl Source for MapSource {
     fn get(&self, name: &str) -> Option<String> {
         self.0.get(name).cloned()
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.0.keys().cloned().collect()
     }
 }
 
@@ -75,6 +91,10 @@ impl<S: Source> Source for RecordingSource<S> {
             names.insert(name.to_owned());
         }
         self.inner.get(name)
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.inner.names()
     }
 }
 
@@ -216,6 +236,9 @@ pub enum WgBackendChoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub problems: Vec<Problem>,
+    /// What would have been warned about had the configuration been valid (unknown
+    /// variables): often the cause of a problem, e.g. a required variable misspelled.
+    pub warnings: Vec<String>,
 }
 
 /// One variable and what is wrong with it.
@@ -236,11 +259,68 @@ impl fmt::Display for ConfigError {
         for problem in &self.problems {
             writeln!(f, "  - {}: {}", problem.variable, problem.message)?;
         }
+        for warning in &self.warnings {
+            writeln!(f, "  note: {warning}")?;
+        }
         write!(f, "See docs/production.md for every variable.")
     }
 }
 
 impl std::error::Error for ConfigError {}
+
+/// One warning per `WATCHGRID_*` variable in the source that neither the server nor another
+/// Watchgrid program reads (a misspelling is otherwise silently ignored), with the closest
+/// known name when one is near.
+fn unknown_variables(r: &Reader<'_>) -> Vec<String> {
+    let asked = r.asked.borrow();
+    let known = || {
+        asked
+            .iter()
+            .map(String::as_str)
+            .chain(OTHER_PROGRAMS_VARIABLES.iter().copied())
+    };
+    let mut names = r.source.names();
+    names.sort();
+    names
+        .into_iter()
+        .filter(|name| name.starts_with("WATCHGRID_") && !known().any(|k| k == name))
+        .map(|name| {
+            // `WATCHGRID_FRONTEND_HOST` for `FRONTEND_HOST`: a prefix added out of habit.
+            let unprefixed = name
+                .strip_prefix("WATCHGRID_")
+                .and_then(|rest| known().find(|k| *k == rest))
+                .map(|k| (0, k));
+            let closest = unprefixed.or_else(|| {
+                known()
+                    .filter(|k| k.starts_with("WATCHGRID_"))
+                    .map(|k| (edit_distance(&name, k), k))
+                    .min()
+                    .filter(|(distance, _)| *distance <= 3)
+            });
+            match closest {
+                Some((_, suggestion)) => {
+                    format!("unknown variable {name} is ignored; did you mean {suggestion}?")
+                }
+                None => format!("unknown variable {name} is ignored (see docs/production.md)"),
+            }
+        })
+        .collect()
+}
+
+/// Levenshtein distance over bytes (variable names are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitute = previous[j] + usize::from(ca != *cb);
+            current.push(substitute.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}
 
 /// The variables that must be set to a real value in production (the Required table).
 pub const REQUIRED_IN_PRODUCTION: &[&str] = &[
@@ -256,15 +336,43 @@ pub const JWT_SECRET_MIN_LEN: usize = 32;
 const JWT_SECRET_FILE: &str = "jwt_secret";
 const ADMIN_PASSWORD_FILE: &str = "admin_password";
 
+/// `WATCHGRID_*` names that other Watchgrid programs read (the agent, the CLI, the test and
+/// benchmark tooling): they may share the server's environment and are not misspellings.
+const OTHER_PROGRAMS_VARIABLES: &[&str] = &[
+    "WATCHGRID_AGENT_INTERFACE",
+    "WATCHGRID_AGENT_LOG_FORMAT",
+    "WATCHGRID_AGENT_LOG_LEVEL",
+    "WATCHGRID_AGENT_NO_SSH",
+    "WATCHGRID_AGENT_SSHD_DROPIN",
+    "WATCHGRID_AGENT_SSHD_PID_FILE",
+    "WATCHGRID_AGENT_SSH_HOST_KEY",
+    "WATCHGRID_AGENT_SSH_POLL_SECS",
+    "WATCHGRID_AGENT_STATE_DIR",
+    "WATCHGRID_AGENT_TOKEN",
+    "WATCHGRID_CONFIG_DIR",
+    "WATCHGRID_SERVER",
+    "WATCHGRID_TOKEN",
+    "WATCHGRID_BENCH_PG_URL",
+    "WATCHGRID_PG_BIN",
+    "WATCHGRID_SSH_CA_BACKUP_DIR",
+    "WATCHGRID_SSH_CA_BACKUP_ITER",
+    "WATCHGRID_SSH_CA_BACKUP_PASSPHRASE_FILE",
+    "WATCHGRID_TEST_DATABASE_URL",
+    "WATCHGRID_UPDATE_SNAPSHOTS",
+];
+
 /// Collects values and problems while a configuration is read.
 struct Reader<'a> {
     source: &'a dyn Source,
     problems: Vec<Problem>,
+    /// Every name asked for: what the server knows, for the unknown-variable warnings.
+    asked: std::cell::RefCell<BTreeSet<String>>,
 }
 
 impl Reader<'_> {
     /// The trimmed value, `None` when unset or empty.
     fn get(&self, name: &str) -> Option<String> {
+        self.asked.borrow_mut().insert(name.to_owned());
         self.source
             .get(name)
             .map(|v| v.trim().to_owned())
@@ -308,6 +416,7 @@ impl Config {
         let mut r = Reader {
             source,
             problems: Vec::new(),
+            asked: std::cell::RefCell::new(BTreeSet::new()),
         };
         let mut warnings = Vec::new();
 
@@ -456,10 +565,23 @@ impl Config {
         let fleet = read_fleet(&mut r, mode, &data_dir, &frontend_host);
         let dns = read_dns(&mut r, &fleet);
         let ssh = read_ssh(&mut r, mode, &data_dir, &dns.domain);
+        // Leader election is not built yet. Refuse the values that promise it rather than
+        // accept them and let two replicas each believe they lead.
+        r.parse("WATCHGRID_LEADER_ELECTION", (), |v| match v {
+            "none" => Ok(()),
+            "postgres" | "kubernetes" => Err(
+                "names leader election, which is not built yet: only `none` works today (run \
+                 one replica with WireGuard and the others with WATCHGRID_WG_BACKEND=none)"
+                    .into(),
+            ),
+            _ => Err("must be `none`, `postgres` or `kubernetes`".into()),
+        });
+        warnings.extend(unknown_variables(&r));
 
         if !r.problems.is_empty() {
             return Err(ConfigError {
                 problems: r.problems,
+                warnings,
             });
         }
         let Some(database) = database else {
@@ -496,6 +618,7 @@ impl Config {
                         variable: "WATCHGRID_DATA_DIR",
                         message,
                     }],
+                    warnings: Vec::new(),
                 })?;
         }
         config.warnings = warnings;

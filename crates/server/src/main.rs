@@ -9,6 +9,7 @@ use std::process::ExitCode;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use clap::error::{ContextKind, ContextValue, ErrorKind};
 use clap::{Parser, Subcommand};
 use watchgrid_server::config::{Config, EnvSource, SecretGeneration};
 use watchgrid_server::{serve, telemetry};
@@ -74,7 +75,10 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return ExitCode::from(clap_error(&err)),
+    };
     let command = cli.command.unwrap_or(Command::Serve);
     let secrets = match command {
         Command::CheckConfig => SecretGeneration::ReadOnly,
@@ -120,6 +124,70 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The exit status of a bad invocation, as the CLI and the agent use it.
+const EXIT_USAGE: u8 = 2;
+
+/// Print a parse error — help and version as clap prints them, a usage error as one line
+/// naming the argument, like the CLI and the agent — and return the exit status.
+fn clap_error(err: &clap::Error) -> u8 {
+    match err.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            u8::try_from(err.exit_code()).unwrap_or(EXIT_USAGE)
+        }
+        _ => {
+            eprintln!("watchgrid-server: {}", usage_line(err));
+            EXIT_USAGE
+        }
+    }
+}
+
+/// A clap error as one line, e.g. `invalid value "7x" for '--grace': expected a duration
+/// such as 90s, 30m, 48h or 7d`.
+fn usage_line(err: &clap::Error) -> String {
+    let string = |kind| match err.get(kind) {
+        Some(ContextValue::String(s)) => Some(s.clone()),
+        Some(ContextValue::Strings(v)) => Some(v.join(", ")),
+        _ => None,
+    };
+    // `--grace <GRACE>` → `--grace`.
+    let arg_name = |arg: String| arg.split([' ', '=']).next().unwrap_or_default().to_owned();
+    let line = match err.kind() {
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue => {
+            let expected = match err.get(ContextKind::ValidValue) {
+                Some(ContextValue::Strings(valid)) => {
+                    Some(format!("expected {}", valid.join(", ")))
+                }
+                _ => std::error::Error::source(err).map(|e| e.to_string()),
+            };
+            match (
+                string(ContextKind::InvalidArg).map(arg_name),
+                string(ContextKind::InvalidValue),
+            ) {
+                (Some(arg), Some(value)) => Some(match expected {
+                    Some(expected) => format!("invalid value {value:?} for '{arg}': {expected}"),
+                    None => format!("invalid value {value:?} for '{arg}'"),
+                }),
+                _ => None,
+            }
+        }
+        ErrorKind::MissingRequiredArgument => string(ContextKind::InvalidArg)
+            .map(|args| format!("missing required argument '{}'", arg_name(args))),
+        _ => None,
+    };
+    line.unwrap_or_else(|| {
+        // clap's own first line (`unexpected argument '--x' found`), without `error: `.
+        let rendered = err.render().to_string();
+        let first = rendered
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("invalid arguments");
+        first.trim_start_matches("error: ").trim().to_owned()
+    })
 }
 
 #[allow(

@@ -69,6 +69,11 @@ async fn first_run_needs_no_configuration() {
         "secret logged"
     );
     assert!(logs.contains("watchgrid-server stopped"), "{logs}");
+    // Its stderr is a file here, not a terminal: no colour codes in it.
+    assert!(
+        !logs.contains('\u{1b}'),
+        "ANSI escape codes in a log file: {logs:?}"
+    );
 }
 
 #[tokio::test]
@@ -398,4 +403,72 @@ async fn sigterm_finishes_in_flight_requests() {
     );
     assert!(status.success(), "{status:?}\n{}", server.logs());
     assert!(server.logs().contains("finishing in-flight requests"));
+}
+
+/// `check-config` with the issue's reproduction: a misspelled variable is named with the
+/// closest known one (and the configuration still passes), an invalid leader-election mode is
+/// refused (issue 11, item 20).
+#[test]
+fn check_config_warns_on_unknown_variables_and_refuses_bad_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |envs: &[(&str, &str)]| {
+        let mut command = std::process::Command::new(common::server_binary());
+        command
+            .env_clear()
+            .current_dir(dir.path())
+            .arg("check-config")
+            .envs(envs.iter().copied());
+        command.output().unwrap()
+    };
+    let misspelled = run(&[("WATCHGRID_WG_BACKNED", "userspace")]);
+    assert!(misspelled.status.success());
+    let stdout = String::from_utf8_lossy(&misspelled.stdout);
+    assert!(
+        stdout.contains(
+            "note: unknown variable WATCHGRID_WG_BACKNED is ignored; did you mean WATCHGRID_WG_BACKEND?"
+        ),
+        "{stdout}"
+    );
+    let bogus = run(&[("WATCHGRID_LEADER_ELECTION", "bogus")]);
+    assert_eq!(bogus.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&bogus.stderr);
+    assert!(
+        stderr.contains("WATCHGRID_LEADER_ELECTION: must be `none`, `postgres` or `kubernetes`"),
+        "{stderr}"
+    );
+}
+
+/// The server's own argument errors are one line on stderr naming the argument, exit status 2,
+/// like the CLI's and the agent's (issue 11, item 23).
+#[test]
+fn argument_errors_are_one_line_naming_the_argument() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, expected) in [
+        (
+            &["ssh-ca", "rotate", "--tenant", "acme", "--grace", "7x"][..],
+            "watchgrid-server: invalid value \"7x\" for '--grace': expected a duration such as 90s, 30m, 48h or 7d",
+        ),
+        (
+            &["ssh-ca", "rotate", "--tenant", "acme", "--kind", "guest"][..],
+            "watchgrid-server: invalid value \"guest\" for '--kind': expected user, host, both",
+        ),
+        (
+            &["ssh-ca", "rotate"][..],
+            "watchgrid-server: missing required argument '--tenant'",
+        ),
+        (
+            &["serve", "--bogus"][..],
+            "watchgrid-server: unexpected argument '--bogus' found",
+        ),
+    ] {
+        let out = std::process::Command::new(common::server_binary())
+            .env_clear()
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().collect::<Vec<_>>(), [expected], "{args:?}");
+    }
 }

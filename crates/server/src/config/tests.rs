@@ -420,3 +420,118 @@ fn dns_settings_default_to_the_overlay_and_are_checked() {
     assert!(problem_for(&err, "WATCHGRID_DNS_DOMAIN").contains("DNS-safe"));
     assert!(problem_for(&err, "WATCHGRID_DNS_UPSTREAMS").contains("\"nonsense\""));
 }
+
+/// A misspelled or invented `WATCHGRID_*` name is one warning each, with the closest known
+/// name; known names (the server's and other Watchgrid programs') are not warned about.
+#[test]
+fn unknown_variables_are_warned_about_with_a_suggestion() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = load(
+        &[
+            ("WATCHGRID_DATA_DIR", dir.path().to_str().unwrap()),
+            ("WATCHGRID_WG_BACKNED", "userspace"),
+            ("WATCHGRID_FROBNICATE_EVERYTHING", "1"),
+            ("WATCHGRID_AGENT_NO_SSH", "1"),
+            ("WATCHGRID_LOG_LEVEL", "info"),
+            ("HOME", "/root"),
+        ],
+        SecretGeneration::Generate,
+    )
+    .unwrap();
+    let unknown: Vec<&String> = config
+        .warnings
+        .iter()
+        .filter(|w| w.starts_with("unknown variable"))
+        .collect();
+    assert_eq!(
+        unknown,
+        [
+            "unknown variable WATCHGRID_FROBNICATE_EVERYTHING is ignored (see docs/production.md)",
+            "unknown variable WATCHGRID_WG_BACKNED is ignored; did you mean WATCHGRID_WG_BACKEND?",
+        ],
+        "{:?}",
+        config.warnings
+    );
+
+    // Every documented variable, in either mode, is known.
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/production.md"
+    ))
+    .unwrap();
+    let documented = documented_variables(&doc);
+    let pairs: Vec<(&str, &str)> = documented.iter().map(|name| (name.as_str(), "")).collect();
+    for mode in ["development", "production"] {
+        let mut source = MapSource::new(pairs.iter().copied());
+        source.0.insert("WATCHGRID_MODE".into(), mode.into());
+        source.0.insert(
+            "WATCHGRID_DATA_DIR".into(),
+            dir.path().to_str().unwrap().into(),
+        );
+        let warnings = match Config::load(&source, SecretGeneration::ReadOnly) {
+            Ok(config) => config.warnings,
+            Err(err) => err.warnings,
+        };
+        assert!(
+            !warnings.iter().any(|w| w.starts_with("unknown variable")),
+            "{mode}: {warnings:?}"
+        );
+    }
+
+    // With the configuration invalid, the notes still come with the problems.
+    let err = load(
+        &[
+            ("WATCHGRID_MODE", "production"),
+            ("WATCHGRID_FRONTEND_HOST", "watchgrid.example.com"),
+        ],
+        SecretGeneration::ReadOnly,
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("note: unknown variable WATCHGRID_FRONTEND_HOST is ignored; did you mean FRONTEND_HOST?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn leader_election_accepts_only_none_and_says_the_others_are_not_built() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    for ok in ["none", ""] {
+        load(
+            &[
+                ("WATCHGRID_DATA_DIR", data_dir),
+                ("WATCHGRID_LEADER_ELECTION", ok),
+            ],
+            SecretGeneration::Generate,
+        )
+        .unwrap();
+    }
+    let bogus = load(
+        &[
+            ("WATCHGRID_DATA_DIR", data_dir),
+            ("WATCHGRID_LEADER_ELECTION", "bogus"),
+        ],
+        SecretGeneration::Generate,
+    )
+    .unwrap_err();
+    assert_eq!(
+        problem_for(&bogus, "WATCHGRID_LEADER_ELECTION"),
+        "must be `none`, `postgres` or `kubernetes` (got \"bogus\")"
+    );
+    for later in ["postgres", "kubernetes"] {
+        let err = load(
+            &[
+                ("WATCHGRID_DATA_DIR", data_dir),
+                ("WATCHGRID_LEADER_ELECTION", later),
+            ],
+            SecretGeneration::Generate,
+        )
+        .unwrap_err();
+        assert!(
+            problem_for(&err, "WATCHGRID_LEADER_ELECTION").contains("not built yet"),
+            "{err}"
+        );
+    }
+}
