@@ -55,11 +55,14 @@ impl From<sqlx::Error> for StoreError {
 fn is_contention_code(code: &str) -> bool {
     const SQLITE_BUSY: i64 = 5;
     const SQLITE_LOCKED: i64 = 6;
-    match code.parse::<i64>() {
-        Ok(sqlite) => matches!(sqlite & 0xff, SQLITE_BUSY | SQLITE_LOCKED),
+    // A SQLSTATE is always five characters (and may be all digits, as 40001 is); SQLite's
+    // extended result codes have at most four digits.
+    if code.len() == 5 {
         // serialization_failure, deadlock_detected, lock_not_available
-        Err(_) => matches!(code, "40001" | "40P01" | "55P03"),
+        return matches!(code, "40001" | "40P01" | "55P03");
     }
+    code.parse::<i64>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, SQLITE_BUSY | SQLITE_LOCKED))
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
