@@ -6,7 +6,7 @@ use uuid::Uuid;
 use watchgrid_wire::Role;
 
 use crate::tenants::{found, parse_role};
-use crate::tx::Conn;
+use crate::tx::{Conn, Tx};
 use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -89,28 +89,62 @@ pub async fn session_by_refresh_hash<'a>(
 }
 
 /// Swap the refresh token of an active session, only if it still holds `old_hash`: two
-/// concurrent refreshes with one token cannot both win.
-pub async fn rotate_refresh<'a>(
-    conn: impl Into<Conn<'a>>,
-    id: Uuid,
+/// concurrent refreshes with one token cannot both win. The old token is kept as retired, so
+/// that presenting it again is recognised as reuse ([`session_of_retired_refresh`]); retired
+/// tokens of expired sessions are dropped on the way.
+pub async fn rotate_refresh(
+    tx: &mut Tx,
+    session: &SessionRow,
     old_hash: &[u8],
     new_hash: &[u8],
 ) -> Result<bool, StoreError> {
     let now = Utc::now();
-    let affected = with_conn!(conn, c => {
+    let affected = with_conn!(&mut *tx, c => {
         sqlx::query(
             "UPDATE sessions SET refresh_hash = $1, last_used_at = $2 \
              WHERE id = $3 AND refresh_hash = $4 AND revoked_at IS NULL AND expires_at > $2",
         )
         .bind(new_hash)
         .bind(now)
-        .bind(id)
+        .bind(session.id)
         .bind(old_hash)
         .execute(&mut *c)
         .await?
         .rows_affected()
     });
-    Ok(affected == 1)
+    if affected != 1 {
+        return Ok(false);
+    }
+    with_conn!(&mut *tx, c => {
+        sqlx::query("DELETE FROM retired_refresh_tokens WHERE expires_at <= $1")
+            .bind(now)
+            .execute(&mut *c)
+            .await?;
+        sqlx::query(
+            "INSERT INTO retired_refresh_tokens (refresh_hash, session_id, expires_at) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(old_hash)
+        .bind(session.id)
+        .bind(session.expires_at)
+        .execute(&mut *c)
+        .await?;
+    });
+    Ok(true)
+}
+
+/// The session a refresh token belonged to before it was rotated away, if it was one.
+pub async fn session_of_retired_refresh<'a>(
+    conn: impl Into<Conn<'a>>,
+    refresh_hash: &[u8],
+) -> Result<Option<SessionRow>, StoreError> {
+    let sql = format!(
+        "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = \
+         (SELECT session_id FROM retired_refresh_tokens WHERE refresh_hash = $1)"
+    );
+    Ok(with_conn!(conn, c => {
+        sqlx::query_as::<_, SessionRow>(&sql).bind(refresh_hash).fetch_optional(&mut *c).await?
+    }))
 }
 
 pub async fn revoke_session<'a>(conn: impl Into<Conn<'a>>, id: Uuid) -> Result<(), StoreError> {
@@ -149,6 +183,9 @@ pub struct ApiTokenRow {
     pub name: String,
     pub role: Role,
     pub created_by: String,
+    /// The account on whose authority the token acts; `None` once that account is deleted
+    /// (or, for tokens older than this column, when it could not be traced).
+    pub creator_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
@@ -169,6 +206,7 @@ struct RawApiToken {
     name: String,
     role: String,
     created_by: String,
+    creator_id: Option<Uuid>,
     created_at: DateTime<Utc>,
     expires_at: Option<DateTime<Utc>>,
     last_used_at: Option<DateTime<Utc>>,
@@ -185,6 +223,7 @@ impl TryFrom<RawApiToken> for ApiTokenRow {
             name: r.name,
             role: parse_role(&r.role)?,
             created_by: r.created_by,
+            creator_id: r.creator_id,
             created_at: r.created_at,
             expires_at: r.expires_at,
             last_used_at: r.last_used_at,
@@ -194,7 +233,7 @@ impl TryFrom<RawApiToken> for ApiTokenRow {
 }
 
 const TOKEN_SELECT: &str = "SELECT a.id, a.tenant_id, t.slug AS tenant_slug, a.name, a.role, \
-    a.created_by, a.created_at, a.expires_at, a.last_used_at, a.revoked_at \
+    a.created_by, a.creator_id, a.created_at, a.expires_at, a.last_used_at, a.revoked_at \
     FROM api_tokens a JOIN tenants t ON t.id = a.tenant_id";
 
 /// What a new API token needs.
@@ -205,6 +244,9 @@ pub struct NewApiToken<'a> {
     pub role: Role,
     pub token_hash: &'a [u8],
     pub created_by: &'a str,
+    /// The account whose authority the token carries (for a token made by a token, that
+    /// token's creator).
+    pub creator: Uuid,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -216,8 +258,8 @@ pub async fn create_api_token<'a>(
     let now = Utc::now();
     with_conn!(conn, c => {
         sqlx::query(
-            "INSERT INTO api_tokens (id, tenant_id, name, role, token_hash, created_by, created_at, \
-             expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO api_tokens (id, tenant_id, name, role, token_hash, created_by, creator_id, \
+             created_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(id)
         .bind(new.tenant)
@@ -225,6 +267,7 @@ pub async fn create_api_token<'a>(
         .bind(new.role.as_str())
         .bind(new.token_hash)
         .bind(new.created_by)
+        .bind(new.creator)
         .bind(now)
         .bind(new.expires_at)
         .execute(&mut *c)
@@ -233,15 +276,64 @@ pub async fn create_api_token<'a>(
     Ok(id)
 }
 
+/// Where a token's creator stands now in the token's tenant; read with the token itself, so
+/// authenticating a token stays one query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatorStanding {
+    pub is_superadmin: bool,
+    pub disabled: bool,
+    /// The creator's membership role in the token's tenant; `None` when not a member.
+    pub role: Option<Role>,
+}
+
+/// A token found by its secret, with its creator's current standing (`None` when the
+/// creator's account no longer exists).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenWithCreator {
+    pub token: ApiTokenRow,
+    pub creator: Option<CreatorStanding>,
+}
+
+#[derive(sqlx::FromRow)]
+struct RawTokenWithCreator {
+    #[sqlx(flatten)]
+    token: RawApiToken,
+    creator_superadmin: Option<bool>,
+    creator_disabled: Option<bool>,
+    creator_role: Option<String>,
+}
+
 pub async fn api_token_by_hash<'a>(
     conn: impl Into<Conn<'a>>,
     token_hash: &[u8],
-) -> Result<Option<ApiTokenRow>, StoreError> {
-    let sql = format!("{TOKEN_SELECT} WHERE a.token_hash = $1");
+) -> Result<Option<TokenWithCreator>, StoreError> {
+    let sql = "SELECT a.id, a.tenant_id, t.slug AS tenant_slug, a.name, a.role, a.created_by, \
+               a.creator_id, a.created_at, a.expires_at, a.last_used_at, a.revoked_at, \
+               u.is_superadmin AS creator_superadmin, u.disabled AS creator_disabled, \
+               m.role AS creator_role \
+               FROM api_tokens a JOIN tenants t ON t.id = a.tenant_id \
+               LEFT JOIN users u ON u.id = a.creator_id \
+               LEFT JOIN memberships m ON m.tenant_id = a.tenant_id AND m.user_id = a.creator_id \
+               WHERE a.token_hash = $1";
     let raw = with_conn!(conn, c => {
-        sqlx::query_as::<_, RawApiToken>(&sql).bind(token_hash).fetch_optional(&mut *c).await?
+        sqlx::query_as::<_, RawTokenWithCreator>(sql)
+            .bind(token_hash)
+            .fetch_optional(&mut *c)
+            .await?
     });
-    raw.map(ApiTokenRow::try_from).transpose()
+    let Some(raw) = raw else { return Ok(None) };
+    let creator = match (raw.creator_superadmin, raw.creator_disabled) {
+        (Some(is_superadmin), Some(disabled)) => Some(CreatorStanding {
+            is_superadmin,
+            disabled,
+            role: raw.creator_role.as_deref().map(parse_role).transpose()?,
+        }),
+        _ => None,
+    };
+    Ok(Some(TokenWithCreator {
+        token: ApiTokenRow::try_from(raw.token)?,
+        creator,
+    }))
 }
 
 /// A token of `tenant`; another tenant's token is `None`, like a missing one.

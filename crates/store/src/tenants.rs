@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 use watchgrid_wire::Role;
 
-use crate::tx::Conn;
+use crate::tx::{Conn, Tx};
 use crate::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -157,6 +157,64 @@ pub async fn role_of<'a>(
             .await?
     });
     role.map(|r| parse_role(&r)).transpose()
+}
+
+/// Serialise changes that could take away a tenant's last owner: lock `tenant` and every
+/// tenant where `user` is an owner (a disabled account stops owning them all), before anything
+/// is read. Counting owners afterwards in the same transaction then sees every earlier change.
+///
+/// PostgreSQL locks the tenant rows (`FOR UPDATE`, in id order so two callers cannot
+/// deadlock). SQLite has one writer at a time: a write as the transaction's first statement
+/// takes that lock up front, waiting out the busy timeout rather than failing later on a stale
+/// read.
+pub async fn lock_for_owner_change(
+    tx: &mut Tx,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<(), StoreError> {
+    match tx {
+        Tx::Postgres(tx) => {
+            sqlx::query(
+                "SELECT id FROM tenants WHERE id = $1 OR id IN \
+                 (SELECT tenant_id FROM memberships WHERE user_id = $2 AND role = 'owner') \
+                 ORDER BY id FOR UPDATE",
+            )
+            .bind(tenant)
+            .bind(user)
+            .fetch_all(&mut **tx)
+            .await?;
+        }
+        Tx::Sqlite(tx) => {
+            sqlx::query("UPDATE tenants SET id = id WHERE id = $1")
+                .bind(tenant)
+                .execute(&mut **tx)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Slugs of the tenants whose only active owner is `user`, other than `except`: what
+/// disabling the account would leave without an owner.
+pub async fn sole_owner_elsewhere<'a>(
+    conn: impl Into<Conn<'a>>,
+    user: Uuid,
+    except: Uuid,
+) -> Result<Vec<String>, StoreError> {
+    Ok(with_conn!(conn, c => {
+        sqlx::query_scalar::<_, String>(
+            "SELECT t.slug FROM memberships m JOIN tenants t ON t.id = m.tenant_id \
+             WHERE m.user_id = $1 AND m.role = 'owner' AND m.tenant_id <> $2 \
+             AND NOT EXISTS (SELECT 1 FROM memberships o JOIN users u ON u.id = o.user_id \
+                 WHERE o.tenant_id = m.tenant_id AND o.role = 'owner' AND o.user_id <> $1 \
+                 AND u.disabled = FALSE) \
+             ORDER BY t.slug",
+        )
+        .bind(user)
+        .bind(except)
+        .fetch_all(&mut *c)
+        .await?
+    }))
 }
 
 /// How many owners `tenant` has.

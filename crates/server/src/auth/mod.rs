@@ -143,8 +143,16 @@ impl ApiRouter {
 /// How the caller proved who they are.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Credential {
-    Session { session_id: Uuid },
-    ApiToken { token_id: Uuid, role: Role },
+    Session {
+        session_id: Uuid,
+    },
+    /// `role` is the token's role capped at its creator's current role in the token's
+    /// tenant, as of this request.
+    ApiToken {
+        token_id: Uuid,
+        role: Role,
+        creator: Uuid,
+    },
 }
 
 /// The authenticated caller.
@@ -282,10 +290,12 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Princip
         .ok_or(ApiError::Unauthorized)?;
     let now = Utc::now();
     if token.starts_with(tokens::API_TOKEN_PREFIX) {
-        let row = sessions::api_token_by_hash(&app.db, &tokens::secret_hash(token))
+        let found = sessions::api_token_by_hash(&app.db, &tokens::secret_hash(token))
             .await?
-            .filter(|row| row.is_active(now))
+            .filter(|found| found.token.is_active(now))
             .ok_or(ApiError::Unauthorized)?;
+        let (creator, role) = token_authority(&found).ok_or(ApiError::Unauthorized)?;
+        let row = found.token;
         if row
             .last_used_at
             .is_none_or(|at| now - at > chrono::Duration::minutes(1))
@@ -301,7 +311,8 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Princip
             must_change_password: false,
             credential: Credential::ApiToken {
                 token_id: row.id,
-                role: row.role,
+                role,
+                creator,
             },
             home_tenant: Some(row.tenant_id),
         });
@@ -325,6 +336,20 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Princip
         },
         home_tenant: session.tenant_id,
     })
+}
+
+/// What an API token may do now: its role, capped at what its creator may do in the token's
+/// tenant today, so that removing, deleting, disabling or demoting the creator takes the
+/// token's power with it. `None` (refused) when the creator holds no role there any more.
+fn token_authority(found: &sessions::TokenWithCreator) -> Option<(Uuid, Role)> {
+    let creator_id = found.token.creator_id?;
+    let creator = found.creator.as_ref().filter(|c| !c.disabled)?;
+    let creator_role = if creator.is_superadmin {
+        Role::Owner
+    } else {
+        creator.role?
+    };
+    Some((creator_id, found.token.role.min(creator_role)))
 }
 
 /// The tenant a request acts in: the `X-Watchgrid-Tenant` header's, else the credential's.

@@ -1,4 +1,7 @@
 //! `/api/tokens`: scoped API tokens for automation, shown once and stored as hashes.
+//!
+//! A token records its creator, the account on whose authority it acts; `auth::authenticate`
+//! caps it at that account's current role in the token's tenant on every request.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -13,7 +16,7 @@ use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, AuditContext, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash, API_TOKEN_PREFIX};
-use crate::auth::{ClientAddr, Principal, Scope};
+use crate::auth::{ClientAddr, Credential, Principal, Scope};
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens", security(("bearer" = [])), responses((status = 200, body = Vec<ApiToken>), (status = 403, body = ErrorBody)))]
@@ -48,6 +51,13 @@ pub async fn create(
         if !scope.role.allows(body.role) {
             return Err(ApiError::Forbidden);
         }
+        // The person behind it: a token made by a token carries that token's creator, so the
+        // new one is capped by the same account's role.
+        let creator = match (&principal.credential, principal.user_id) {
+            (Credential::ApiToken { creator, .. }, _) => *creator,
+            (Credential::Session { .. }, Some(user)) => user,
+            (Credential::Session { .. }, None) => return Err(ApiError::Unauthorized),
+        };
         let secret = random_secret(API_TOKEN_PREFIX);
         let expires_at = body
             .expires_in_days
@@ -60,6 +70,7 @@ pub async fn create(
                 role: body.role,
                 token_hash: &secret_hash(&secret),
                 created_by: &principal.name,
+                creator,
                 expires_at,
             },
         )

@@ -153,31 +153,37 @@ pub async fn login(
 }
 
 /// `POST /api/auth/refresh`: trade a refresh token for new access and refresh tokens. The old
-/// refresh token stops working.
+/// refresh token stops working; presenting it again means two parties hold it (one of them
+/// copied it), so the whole session is revoked and the reuse audited as `auth.refresh_reuse`.
 #[utoipa::path(post, path = "/api/auth/refresh", tag = "auth", request_body = RefreshRequest, responses((status = 200, body = LoginResponse), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 pub async fn refresh(
     State(state): State<AppState>,
+    ClientAddr(client): ClientAddr,
     ApiJson(body): ApiJson<RefreshRequest>,
 ) -> ApiResult<Json<LoginResponse>> {
     let old_hash = tokens::secret_hash(body.refresh_token.trim());
     let now = Utc::now();
-    let session = sessions::session_by_refresh_hash(&state.db, &old_hash)
+    let Some(session) = sessions::session_by_refresh_hash(&state.db, &old_hash)
         .await?
         .filter(|s| s.is_active(now))
-        .ok_or(ApiError::Unauthorized)?;
+    else {
+        revoke_on_reuse(&state, client, &old_hash).await?;
+        return Err(ApiError::Unauthorized);
+    };
     let user = users::user_by_id(&state.db, session.user_id)
         .await?
         .filter(|u| !u.disabled)
         .ok_or(ApiError::Unauthorized)?;
     let refresh = tokens::random_secret(REFRESH_PREFIX);
-    if !sessions::rotate_refresh(
-        &state.db,
-        session.id,
-        &old_hash,
-        &tokens::secret_hash(&refresh),
-    )
-    .await?
-    {
+    let mut tx = state.db.begin().await?;
+    let rotated =
+        sessions::rotate_refresh(&mut tx, &session, &old_hash, &tokens::secret_hash(&refresh))
+            .await?;
+    tx.commit().await?;
+    if !rotated {
+        // Another refresh with the same token won the race: the token is retired now, and
+        // this is its reuse.
+        revoke_on_reuse(&state, client, &old_hash).await?;
         return Err(ApiError::Unauthorized);
     }
     let tenant = match session.tenant_id {
@@ -201,6 +207,47 @@ pub async fn refresh(
         user: convert::user(&user, role),
         tenant: tenant.as_ref().map(convert::tenant),
     }))
+}
+
+/// If `refresh_hash` is a refresh token its session has already rotated away from, revoke
+/// that session (every token of it stops working) and record the reuse.
+async fn revoke_on_reuse(
+    state: &AppState,
+    client: std::net::IpAddr,
+    refresh_hash: &[u8],
+) -> Result<(), ApiError> {
+    let Some(session) = sessions::session_of_retired_refresh(&state.db, refresh_hash).await? else {
+        return Ok(());
+    };
+    let actor = users::user_by_id(&state.db, session.user_id)
+        .await?
+        .map_or_else(|| session.user_id.to_string(), |u| u.username);
+    let tenant = match session.tenant_id {
+        Some(id) => tenants::tenant_by_id(&state.db, id).await?,
+        None => None,
+    };
+    let ctx = AuditContext {
+        actor: actor.clone(),
+        tenant_id: tenant.as_ref().map(|t| t.id),
+        tenant: tenant.map(|t| t.slug),
+        client_addr: Some(client.to_string()),
+    };
+    let mut tx = state.db.begin().await?;
+    sessions::revoke_session(&mut tx, session.id).await?;
+    audit_store::record(
+        &mut tx,
+        &ctx.entry(
+            "auth.refresh_reuse",
+            "session",
+            Some(session.id.to_string()),
+            false,
+            json!({"session_revoked": true}),
+        ),
+    )
+    .await?;
+    tx.commit().await?;
+    tracing::warn!(client = %client, username = %actor, session = %session.id, "refresh token reused: session revoked");
+    Ok(())
 }
 
 /// `POST /api/auth/logout`: revoke the caller's session (its access and refresh tokens).

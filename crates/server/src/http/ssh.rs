@@ -176,7 +176,8 @@ pub async fn sign(
                 settings.default_validity_secs,
                 settings.max_validity_secs,
             )?;
-            let key_id = format!("{}@{}#{}", principal.name, tenant.slug, request_id);
+            // Server-chosen: the serial, never the client-chosen request id.
+            let key_id = format!("{}@{}#{}", principal.name, tenant.slug, serial);
             let now = std::time::SystemTime::now();
             let validity = Validity::starting_at(now, Duration::from_secs(validity_secs));
             let request = UserCertRequest::new(

@@ -1,9 +1,17 @@
 //! `/api/users`: tenant administrators manage the users of their tenant.
 //!
 //! Every query is filtered by the request's tenant, so another tenant's user ids are 404.
-//! Account-wide changes (disable, password reset) are refused for users who also belong to
-//! other tenants unless a superadmin makes them: one tenant's admin cannot lock a user out of
-//! another tenant.
+//! A tenant's admins control only the accounts that are theirs alone:
+//!
+//! - Only a superadmin adds an *existing* account to a tenant (a join hands the adder the
+//!   account's membership, never its password). Anyone else is refused alike whether or not
+//!   the name exists, and a taken name when creating an account gets the same answer whether
+//!   it is taken here or elsewhere: the call reveals nothing about other tenants' users.
+//! - Any change to a superadmin's account (including its removal from the tenant), and
+//!   account-wide changes (disable, password reset) of an account that also belongs to other
+//!   tenants, are superadmin-only.
+//! - "A tenant always keeps an owner" spans rows: changes that could break it lock the
+//!   tenant first ([`tenants::lock_for_owner_change`]), so concurrent ones are serialised.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -124,6 +132,13 @@ pub async fn create(
             return Err(ApiError::Validation(problems));
         }
         may_grant(&scope, body.role)?;
+        if body.password.is_none() && !principal.is_superadmin {
+            // Refused before any look-up, so the answer is the same whether the name exists.
+            return Err(ApiError::invalid(
+                "password",
+                "is required: only a superadmin can add an existing account to a tenant",
+            ));
+        }
         match &body.password {
             Some(password) => Ok(Some(
                 state
@@ -163,9 +178,13 @@ pub async fn create(
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(_) => ApiError::Conflict(format!(
+                StoreError::Conflict(_) if principal.is_superadmin => ApiError::Conflict(format!(
                     "username {username:?} is taken; add the existing account without a password"
                 )),
+                // The same answer whether the name is taken here or in another tenant.
+                StoreError::Conflict(_) => {
+                    ApiError::invalid("username", "is not available; choose another")
+                }
                 other => other.into(),
             })?,
             None => users::user_by_name(&mut *tx, &username).await?.ok_or_else(|| {
@@ -173,6 +192,8 @@ pub async fn create(
             })?,
         };
         if tenants::role_of(&mut *tx, scope.tenant.id, user.id).await?.is_some() {
+            // Only a superadmin reaches this (anyone else's join is refused above, and a new
+            // account is no member yet).
             return Err(ApiError::Conflict(format!("{username:?} is already a member of this tenant")));
         }
         tenants::set_membership(&mut *tx, scope.tenant.id, user.id, body.role).await?;
@@ -223,9 +244,18 @@ pub async fn update(
     };
     let user = audited(&state.db, &ctx, "user.update", "user", target, async |tx| {
         let id = parse_id(&id)?;
+        // Before any read: a demotion or a disable may take away an owner.
+        tenants::lock_for_owner_change(tx, scope.tenant.id, id).await?;
         let member = member_in(tx, &scope, id).await?;
         // Changing an owner, or making one, takes an owner.
         may_grant(&scope, member.role)?;
+        let account_wide = body.disabled.is_some() || new_hash.is_some();
+        if !principal.is_superadmin
+            && (member.user.is_superadmin
+                || (account_wide && users::membership_count(&mut *tx, id).await? > 1))
+        {
+            return Err(not_theirs_alone());
+        }
         let mut role = member.role;
         let mut changes = serde_json::Map::new();
         if let Some(new_role) = body.role {
@@ -237,21 +267,24 @@ pub async fn update(
             changes.insert("role".into(), json!({"from": member.role, "to": new_role}));
             role = new_role;
         }
-        let account_wide = body.disabled.is_some() || new_hash.is_some();
-        if account_wide
-            && !principal.is_superadmin
-            && users::membership_count(&mut *tx, id).await? > 1
-        {
-            return Err(ApiError::Conflict(
-                "this user also belongs to other tenants; only a superadmin can disable the account or reset its password".into(),
-            ));
-        }
         if let Some(disabled) = body.disabled {
             if disabled && principal.user_id == Some(id) {
-                return Err(ApiError::Conflict("you cannot disable your own account".into()));
+                return Err(ApiError::Conflict(
+                    "you cannot disable your own account".into(),
+                ));
             }
             if disabled && member.role == Role::Owner {
                 ensure_other_owner(tx, &scope).await?;
+            }
+            if disabled {
+                // The account is disabled everywhere: no other tenant may lose its last owner.
+                let orphaned = tenants::sole_owner_elsewhere(&mut *tx, id, scope.tenant.id).await?;
+                if !orphaned.is_empty() {
+                    return Err(ApiError::Conflict(format!(
+                        "the account is the last owner of {}; it cannot be disabled",
+                        orphaned.join(", ")
+                    )));
+                }
             }
             users::set_disabled(&mut *tx, id, disabled).await?;
             if disabled {
@@ -264,11 +297,24 @@ pub async fn update(
             sessions::revoke_user_sessions(&mut *tx, id).await?;
             changes.insert("password_reset".into(), json!(true));
         }
-        let user = users::user_by_id(&mut *tx, id).await?.ok_or(ApiError::NotFound)?;
-        Ok(Outcome::new(convert::user(&user, Some(role)), id, json!(changes)))
+        let user = users::user_by_id(&mut *tx, id)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        Ok(Outcome::new(
+            convert::user(&user, Some(role)),
+            id,
+            json!(changes),
+        ))
     })
     .await?;
     Ok(Json(user))
+}
+
+/// The refusal of a change a tenant's admin may not make to an account that is not theirs
+/// alone: the plain 403, which does not say whether the account is a superadmin's or belongs
+/// to other tenants.
+fn not_theirs_alone() -> ApiError {
+    ApiError::Forbidden
 }
 
 /// Refuse a change that would leave the tenant without an active owner.
@@ -300,8 +346,12 @@ pub async fn delete(
         Some(id.clone()),
         async |tx| {
             let id = parse_id(&id)?;
+            tenants::lock_for_owner_change(tx, scope.tenant.id, id).await?;
             let member = member_in(tx, &scope, id).await?;
             may_grant(&scope, member.role)?;
+            if member.user.is_superadmin && !principal.is_superadmin {
+                return Err(not_theirs_alone());
+            }
             if member.role == Role::Owner {
                 ensure_other_owner(tx, &scope).await?;
             }
