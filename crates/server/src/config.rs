@@ -159,6 +159,8 @@ pub struct Config {
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub rate_limits: crate::ratelimit::Capacities,
+    /// Devices (agents and plain peers) one tenant may have.
+    pub max_devices_per_tenant: u32,
     /// Audit rows older than this many days are deleted.
     pub audit_retention_days: u32,
     pub fleet: FleetConfig,
@@ -554,7 +556,14 @@ impl Config {
             login: capacity(&mut r, "WATCHGRID_RATELIMIT_LOGIN_CAPACITY", 10),
             registration: capacity(&mut r, "WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", 60),
             unauthenticated: capacity(&mut r, "WATCHGRID_RATELIMIT_UNAUTHENTICATED_CAPACITY", 600),
+            device_creation: capacity(&mut r, "WATCHGRID_RATELIMIT_DEVICE_CREATION_CAPACITY", 60),
         };
+        let max_devices_per_tenant = r.parse("WATCHGRID_MAX_DEVICES_PER_TENANT", 10_000, |v| {
+            v.parse::<u32>()
+                .ok()
+                .filter(|n| (1..=16_777_216).contains(n))
+                .ok_or_else(|| "must be a whole number of devices from 1 to 16777216".to_owned())
+        });
         let audit_retention_days = r.parse("WATCHGRID_AUDIT_RETENTION_DAYS", 365, |v| {
             v.parse::<u32>()
                 .ok()
@@ -603,6 +612,7 @@ impl Config {
             log_level,
             trusted_proxies,
             rate_limits,
+            max_devices_per_tenant,
             audit_retention_days,
             fleet,
             dns,

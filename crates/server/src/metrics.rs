@@ -115,13 +115,15 @@ pub struct ResultLabels {
 }
 
 /// Outcomes of `POST /api/agent/register`, the `result` label.
-pub const REGISTRATION_RESULTS: [&str; 7] = [
+pub const REGISTRATION_RESULTS: [&str; 9] = [
     "ok",
     "invalid_token",
     "expired_token",
     "revoked_token",
     "used_up_token",
     "addresses_exhausted",
+    "device_limit",
+    "rate_limited",
     "invalid_request",
 ];
 

@@ -1,36 +1,55 @@
 //! Rate limits on unauthenticated endpoints, with `governor`'s GCRA token buckets.
 //!
 //! Each limiter has a capacity (the burst) that refills at capacity-per-minute. Keyed limiters
-//! forget idle keys every minute so memory stays bounded under a spray of addresses.
+//! forget idle keys every minute so memory stays bounded under a spray of addresses; client
+//! addresses are keys as [`client_key`] makes them (IPv6 by its /64).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use uuid::Uuid;
 
 use crate::metrics::Metrics;
+
+/// The all-clients registration ceiling is this many times the per-address capacity: high
+/// enough that one address (or one token) can never reach it and block everyone else.
+pub const REGISTRATION_CEILING_FACTOR: u32 = 20;
 
 /// The limiters, named as the `limiter` label of `watchgrid_rate_limit_rejections_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Limiter {
     /// Login attempts per client address.
     Login,
-    /// Login attempts per account name, whatever the address.
+    /// Login attempts per account name and client address, so a flood from one address
+    /// cannot lock the account's owner out everywhere else.
     LoginAccount,
-    /// Device registrations, across all clients.
+    /// Logins shed because the password-hashing queue is full (not a token bucket).
+    PasswordQueue,
+    /// Device registrations per client address.
     Registration,
+    /// Device registrations per onboarding token.
+    RegistrationToken,
+    /// Device registrations across all clients: a ceiling far above one address's share.
+    RegistrationGlobal,
+    /// Plain devices created per tenant.
+    DeviceCreation,
     /// Every other unauthenticated endpoint, per client address.
     Unauthenticated,
 }
 
 impl Limiter {
-    pub const ALL: [Limiter; 4] = [
+    pub const ALL: [Limiter; 8] = [
         Limiter::Login,
         Limiter::LoginAccount,
+        Limiter::PasswordQueue,
         Limiter::Registration,
+        Limiter::RegistrationToken,
+        Limiter::RegistrationGlobal,
+        Limiter::DeviceCreation,
         Limiter::Unauthenticated,
     ];
 
@@ -38,7 +57,11 @@ impl Limiter {
         match self {
             Limiter::Login => "login",
             Limiter::LoginAccount => "login_account",
+            Limiter::PasswordQueue => "password_queue",
             Limiter::Registration => "registration",
+            Limiter::RegistrationToken => "registration_token",
+            Limiter::RegistrationGlobal => "registration_global",
+            Limiter::DeviceCreation => "device_creation",
             Limiter::Unauthenticated => "unauthenticated",
         }
     }
@@ -50,13 +73,30 @@ pub struct Capacities {
     pub login: NonZeroU32,
     pub registration: NonZeroU32,
     pub unauthenticated: NonZeroU32,
+    pub device_creation: NonZeroU32,
+}
+
+/// The key of a client address: an IPv6 client is usually given a whole /64, so every
+/// address in it is one key (else a single host could rotate through 2^64 buckets).
+/// IPv4-mapped IPv6 addresses count as their IPv4 address.
+pub fn client_key(addr: IpAddr) -> IpAddr {
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        },
+    }
 }
 
 #[derive(Debug)]
 pub struct RateLimits {
     login: DefaultKeyedRateLimiter<IpAddr>,
-    login_account: DefaultKeyedRateLimiter<String>,
-    registration: DefaultDirectRateLimiter,
+    login_account: DefaultKeyedRateLimiter<(String, IpAddr)>,
+    registration: DefaultKeyedRateLimiter<IpAddr>,
+    registration_token: DefaultKeyedRateLimiter<Uuid>,
+    registration_global: DefaultDirectRateLimiter,
+    device_creation: DefaultKeyedRateLimiter<Uuid>,
     unauthenticated: DefaultKeyedRateLimiter<IpAddr>,
     metrics: Arc<Metrics>,
 }
@@ -75,30 +115,67 @@ impl RetryAfter {
 impl RateLimits {
     pub fn new(capacities: Capacities, metrics: Arc<Metrics>) -> Self {
         let quota = |n: NonZeroU32| Quota::per_minute(n).allow_burst(n);
+        let ceiling = NonZeroU32::new(
+            capacities
+                .registration
+                .get()
+                .saturating_mul(REGISTRATION_CEILING_FACTOR),
+        )
+        .unwrap_or(NonZeroU32::MAX);
         Self {
             login: RateLimiter::keyed(quota(capacities.login)),
             login_account: RateLimiter::keyed(quota(capacities.login)),
-            registration: RateLimiter::direct(quota(capacities.registration)),
+            registration: RateLimiter::keyed(quota(capacities.registration)),
+            registration_token: RateLimiter::keyed(quota(capacities.registration)),
+            registration_global: RateLimiter::direct(quota(ceiling)),
+            device_creation: RateLimiter::keyed(quota(capacities.device_creation)),
             unauthenticated: RateLimiter::keyed(quota(capacities.unauthenticated)),
             metrics,
         }
     }
 
-    /// Take one token from `limiter` for `addr` (ignored by the global registration limiter).
+    /// Take one token from the address-keyed `limiter` for `addr` (an IPv6 address counts as
+    /// its /64). Limiters keyed otherwise have their own methods and pass here.
     pub fn check_addr(&self, limiter: Limiter, addr: IpAddr) -> Result<(), RetryAfter> {
+        let key = client_key(addr);
         let result = match limiter {
-            Limiter::Login => self.login.check_key(&addr),
-            Limiter::Unauthenticated => self.unauthenticated.check_key(&addr),
-            Limiter::Registration => self.registration.check(),
-            Limiter::LoginAccount => Ok(()),
+            Limiter::Login => self.login.check_key(&key),
+            Limiter::Unauthenticated => self.unauthenticated.check_key(&key),
+            Limiter::Registration => self.registration.check_key(&key),
+            Limiter::LoginAccount
+            | Limiter::PasswordQueue
+            | Limiter::RegistrationToken
+            | Limiter::RegistrationGlobal
+            | Limiter::DeviceCreation => Ok(()),
         };
         self.outcome(limiter, result)
     }
 
-    /// Take one token from the per-account login limiter.
-    pub fn check_account(&self, account: &str) -> Result<(), RetryAfter> {
-        let result = self.login_account.check_key(&account.to_lowercase());
+    /// Take one token from the login limiter of `account` (any case) as tried from `addr`.
+    pub fn check_account(&self, account: &str, addr: IpAddr) -> Result<(), RetryAfter> {
+        let key = (account.to_lowercase(), client_key(addr));
+        let result = self.login_account.check_key(&key);
         self.outcome(Limiter::LoginAccount, result)
+    }
+
+    /// Take one token of a registration with onboarding token `token` from the token's own
+    /// limiter and from the all-clients ceiling.
+    pub fn check_registration(&self, token: Uuid) -> Result<(), RetryAfter> {
+        let result = self.registration_token.check_key(&token);
+        self.outcome(Limiter::RegistrationToken, result)?;
+        let result = self.registration_global.check();
+        self.outcome(Limiter::RegistrationGlobal, result)
+    }
+
+    /// Take one token of a plain device created in `tenant`.
+    pub fn check_device_creation(&self, tenant: Uuid) -> Result<(), RetryAfter> {
+        let result = self.device_creation.check_key(&tenant);
+        self.outcome(Limiter::DeviceCreation, result)
+    }
+
+    /// Count a login shed by the password-hashing queue.
+    pub fn shed_password_check(&self) {
+        self.metrics.rate_limit_rejected(Limiter::PasswordQueue);
     }
 
     fn outcome(
@@ -116,9 +193,15 @@ impl RateLimits {
     pub fn forget_idle(&self) {
         self.login.retain_recent();
         self.login_account.retain_recent();
+        self.registration.retain_recent();
+        self.registration_token.retain_recent();
+        self.device_creation.retain_recent();
         self.unauthenticated.retain_recent();
         self.login.shrink_to_fit();
         self.login_account.shrink_to_fit();
+        self.registration.shrink_to_fit();
+        self.registration_token.shrink_to_fit();
+        self.device_creation.shrink_to_fit();
         self.unauthenticated.shrink_to_fit();
     }
 }
@@ -136,6 +219,7 @@ mod tests {
                 login: five,
                 registration: five,
                 unauthenticated: five,
+                device_creation: five,
             },
             metrics.clone(),
         );
@@ -165,10 +249,75 @@ mod tests {
                 login: one,
                 registration: one,
                 unauthenticated: one,
+                device_creation: one,
             },
             Arc::new(Metrics::new()),
         );
-        limits.check_account("Alice").unwrap();
-        assert!(limits.check_account("alice").is_err());
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        limits.check_account("Alice", a).unwrap();
+        assert!(limits.check_account("alice", a).is_err());
+        // The same account from another address has its own budget.
+        limits.check_account("alice", b).unwrap();
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_64() {
+        let check = |addr: &str, expected: &str| {
+            let key = client_key(addr.parse().unwrap());
+            assert_eq!(key, expected.parse::<IpAddr>().unwrap(), "{addr}");
+        };
+        check("192.0.2.7", "192.0.2.7");
+        check("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::");
+        check("2001:db8:1:2::1", "2001:db8:1:2::");
+        check("::ffff:192.0.2.7", "192.0.2.7");
+
+        let one = NonZeroU32::new(1).unwrap();
+        let limits = RateLimits::new(
+            Capacities {
+                login: one,
+                registration: one,
+                unauthenticated: one,
+                device_creation: one,
+            },
+            Arc::new(Metrics::new()),
+        );
+        let first: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        limits.check_addr(Limiter::Login, first).unwrap();
+        assert!(limits.check_addr(Limiter::Login, same_64).is_err());
+        limits.check_addr(Limiter::Login, other_64).unwrap();
+    }
+
+    #[test]
+    fn one_address_or_token_cannot_reach_the_registration_ceiling() {
+        let capacity = NonZeroU32::new(3).unwrap();
+        let limits = RateLimits::new(
+            Capacities {
+                login: capacity,
+                registration: capacity,
+                unauthenticated: capacity,
+                device_creation: capacity,
+            },
+            Arc::new(Metrics::new()),
+        );
+        let token = Uuid::new_v4();
+        for _ in 0..3 {
+            limits.check_registration(token).unwrap();
+        }
+        assert!(
+            limits.check_registration(token).is_err(),
+            "the token's own limit"
+        );
+        // Other tokens share only the ceiling, which is far above one token's share.
+        let others = 3 * (REGISTRATION_CEILING_FACTOR - 1);
+        for _ in 0..others {
+            limits.check_registration(Uuid::new_v4()).unwrap();
+        }
+        assert!(
+            limits.check_registration(Uuid::new_v4()).is_err(),
+            "the ceiling"
+        );
     }
 }

@@ -21,6 +21,7 @@ use watchgrid_testkit::{backend_tests, TestBackend};
 backend_tests!(
     registration_and_heartbeats,
     token_states_are_enforced,
+    reregistration_needs_the_current_credential,
     concurrent_registrations_get_distinct_addresses,
     listing_filters_and_pages,
     plain_devices_get_a_wireguard_config,
@@ -56,6 +57,20 @@ async fn onboarding_token(app: &TestApp, admin: &str, body: Value) -> String {
 async fn register(app: &TestApp, token: &str, hostname: &str, key: &str) -> Reply {
     app.call("POST", "/api/agent/register")
         .json(json!({"token": token, "hostname": hostname, "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key}))
+        .send()
+        .await
+}
+
+/// A registration of an already enrolled key, showing `credential`.
+async fn register_again(
+    app: &TestApp,
+    token: &str,
+    hostname: &str,
+    key: &str,
+    credential: &str,
+) -> Reply {
+    app.call("POST", "/api/agent/register")
+        .json(json!({"token": token, "hostname": hostname, "os": "Debian 12", "agent_version": "0.1.0", "wg_public_key": key, "credential": credential}))
         .send()
         .await
 }
@@ -144,8 +159,11 @@ async fn registration_and_heartbeats(backend: TestBackend) {
     let credential = enrolled["credential"].as_str().unwrap().to_owned();
     assert!(credential.starts_with("wgd_"));
 
-    // Registering again with the same key: the same device, a new credential, no extra use.
-    let again = register(&app, &token, "web-01", &key).await.json();
+    // Registering again with the same key and the current credential: the same device, a new
+    // credential, no extra use.
+    let again = register_again(&app, &token, "web-01", &key, &credential)
+        .await
+        .json();
     assert_eq!(again["device_id"], enrolled["device_id"]);
     assert_eq!(again["overlay_address"], enrolled["overlay_address"]);
     let new_credential = again["credential"].as_str().unwrap().to_owned();
@@ -345,6 +363,63 @@ async fn token_states_are_enforced(backend: TestBackend) {
         .await
         .json();
     assert_eq!(audit["items"].as_array().unwrap().len(), 2, "{audit}");
+}
+
+/// The holder of a device's (used-up) onboarding token and its public key cannot take the
+/// device over: no new credential, no host certificate, the device keeps working.
+async fn reregistration_needs_the_current_credential(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let admin = app.admin_token().await;
+    let once = onboarding_token(&app, &admin, json!({"max_uses": 1})).await;
+    let key = fresh_key();
+    let enrolled = register(&app, &once, "victim", &key).await.json();
+    let credential = enrolled["credential"].as_str().unwrap().to_owned();
+    let address = enrolled["overlay_address"].as_str().unwrap();
+    let address = address.split('/').next().unwrap().to_owned();
+
+    let host_key =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl attacker";
+    for credential_sent in [None, Some("wgd_guess"), Some("")] {
+        let mut body = json!({"token": once, "hostname": "victim", "os": "", "agent_version": "", "wg_public_key": key, "ssh_host_key": host_key});
+        if let Some(sent) = credential_sent {
+            body["credential"] = json!(sent);
+        }
+        let hijack = app
+            .call("POST", "/api/agent/register")
+            .json(body)
+            .send()
+            .await;
+        assert_eq!(hijack.status, StatusCode::CONFLICT, "{}", hijack.body);
+        assert!(
+            hijack.body.contains("current credential") && !hijack.body.contains("wgd_"),
+            "{}",
+            hijack.body
+        );
+    }
+    assert_eq!(
+        heartbeat(&app, &address, &credential).await.status,
+        StatusCode::OK,
+        "the real device keeps its credential"
+    );
+    let certificates = app
+        .call("GET", "/api/ssh/certificates")
+        .token(&admin)
+        .send()
+        .await;
+    assert!(
+        !certificates.body.contains("victim"),
+        "no host certificate was signed: {}",
+        certificates.body
+    );
+
+    // The device itself, with its credential, may register again.
+    let again = register_again(&app, &once, "victim", &key, &credential).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.json()["device_id"], enrolled["device_id"]);
+
+    // A used-up token enrolls nothing new.
+    let used_up = register(&app, &once, "other", &fresh_key()).await;
+    assert_eq!(used_up.status, StatusCode::UNAUTHORIZED, "{}", used_up.body);
 }
 
 async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {

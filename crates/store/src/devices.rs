@@ -70,6 +70,31 @@ pub async fn insert_device<'a>(
     Ok(())
 }
 
+/// Insert a device and tell whether its tenant now has at most `max` devices; on `Ok(false)`
+/// the caller rolls `tx` back, taking the insert with it. The count is exact under concurrency: on PostgreSQL the tenant's row is locked
+/// first (two inserts would otherwise each miss the other's uncommitted row); on SQLite a
+/// transaction that has written is the only writer, so the count follows the insert.
+pub async fn insert_device_within(
+    tx: &mut Tx,
+    row: &DeviceRow,
+    max: u32,
+) -> Result<bool, StoreError> {
+    if let Tx::Postgres(tx) = &mut *tx {
+        sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
+            .bind(row.tenant_id)
+            .fetch_optional(&mut **tx)
+            .await?;
+    }
+    insert_device(&mut *tx, row).await?;
+    let count: i64 = with_conn!(&mut *tx, c => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM devices WHERE tenant_id = $1")
+            .bind(row.tenant_id)
+            .fetch_one(&mut *c)
+            .await?
+    });
+    Ok(count <= i64::from(max))
+}
+
 /// A device of `tenant`; another tenant's device is `None`, like a missing one.
 pub async fn device<'a>(
     conn: impl Into<Conn<'a>>,

@@ -128,6 +128,10 @@ pub struct RegisterRequest {
     /// `/etc/ssh/ssh_host_ed25519_key.pub`); the answer then carries a host certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh_host_key: Option<String>,
+    /// The device's current credential (`wgd_...`): required to register a WireGuard key that
+    /// is already enrolled (it proves the caller is that device, not a holder of its token).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

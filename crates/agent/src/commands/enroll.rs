@@ -59,6 +59,9 @@ pub async fn enroll(config: &Config, options: EnrollOptions) -> Result<(), Agent
             agent_version: AGENT_VERSION.to_string(),
             wg_public_key: keys.public_key.clone(),
             ssh_host_key: ssh_host_key.clone(),
+            // Every enrollment registers a new key pair, so there is no current credential
+            // to show: the server asks for one only when a key is registered again.
+            credential: None,
         })
         .await?;
     let host_cert = answer.ssh_host_certificate.clone();

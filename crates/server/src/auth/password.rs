@@ -5,6 +5,7 @@
 //! `COMMON-PASSWORDS-LICENSE.txt`), compiled into the binary and checked case-insensitively.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::OsRng;
@@ -80,14 +81,35 @@ impl PasswordPolicy {
     }
 }
 
+/// How many password checks may be admitted (hashing or waiting) per hashing thread. Beyond
+/// it a check is shed at once: a queue of 1,000 would make a real login wait half a minute.
+pub const ADMITTED_PER_THREAD: usize = 4;
+
 /// argon2id hashing, off the async threads and bounded in concurrency, so a flood of logins
-/// cannot starve the rest of the API of CPU.
+/// cannot starve the rest of the API of CPU; verification is also bounded in how many wait.
 #[derive(Debug, Clone)]
 pub struct PasswordHasher {
     permits: Arc<Semaphore>,
+    /// Verifications admitted now (hashing or waiting for a permit), at most `max_admitted`.
+    admitted: Arc<AtomicUsize>,
+    max_admitted: usize,
     /// A hash of a random password: verifying against it makes a login for a user that does
     /// not exist cost the same time as one for a user that does.
     decoy: Arc<String>,
+}
+
+/// The verification queue is full; the caller answers 429 and the client retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many password checks are waiting")]
+pub struct Overloaded;
+
+/// An admitted verification; leaving the queue when dropped (also on cancellation).
+struct Admission(Arc<AtomicUsize>);
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 fn argon2() -> Argon2<'static> {
@@ -111,8 +133,30 @@ impl PasswordHasher {
             .unwrap_or_else(|_| String::from("$argon2id$v=19$m=19456,t=2,p=1$invalid"));
         Self {
             permits: Arc::new(Semaphore::new(parallelism)),
+            admitted: Arc::new(AtomicUsize::new(0)),
+            max_admitted: parallelism * ADMITTED_PER_THREAD,
             decoy: Arc::new(decoy),
         }
+    }
+
+    /// The bound on verifications admitted at once.
+    pub fn max_admitted(&self) -> usize {
+        self.max_admitted
+    }
+
+    /// Verifications admitted now (hashing or waiting).
+    pub fn admitted(&self) -> usize {
+        self.admitted.load(Ordering::Acquire)
+    }
+
+    fn admit(&self) -> Result<Admission, Overloaded> {
+        let max = self.max_admitted;
+        self.admitted
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map_err(|_| Overloaded)?;
+        Ok(Admission(self.admitted.clone()))
     }
 
     pub async fn hash(&self, password: &str) -> Result<String, String> {
@@ -124,10 +168,12 @@ impl PasswordHasher {
     }
 
     /// Does `password` match `hash`? With `hash: None` (no such user) it verifies against the
-    /// decoy and returns false, taking the same time.
-    pub async fn verify(&self, password: &str, hash: Option<&str>) -> bool {
+    /// decoy and returns false, taking the same time. [`Overloaded`] at once when
+    /// [`max_admitted`](Self::max_admitted) checks are already hashing or waiting.
+    pub async fn verify(&self, password: &str, hash: Option<&str>) -> Result<bool, Overloaded> {
+        let _admission = self.admit()?;
         let Ok(_permit) = self.permits.acquire().await else {
-            return false;
+            return Ok(false);
         };
         let (password, target, real) = match hash {
             Some(hash) => (password.to_owned(), hash.to_owned(), true),
@@ -144,7 +190,7 @@ impl PasswordHasher {
         })
         .await
         .unwrap_or(false);
-        real && matched
+        Ok(real && matched)
     }
 }
 
@@ -204,9 +250,43 @@ mod tests {
         let hasher = PasswordHasher::new();
         let hash = hasher.hash("Sturdy-Horse-42").await.unwrap();
         assert!(hash.starts_with("$argon2id$"));
-        assert!(hasher.verify("Sturdy-Horse-42", Some(&hash)).await);
-        assert!(!hasher.verify("sturdy-horse-42", Some(&hash)).await);
-        assert!(!hasher.verify("Sturdy-Horse-42", None).await);
-        assert!(!hasher.verify("x", Some("not a hash")).await);
+        assert_eq!(
+            hasher.verify("Sturdy-Horse-42", Some(&hash)).await,
+            Ok(true)
+        );
+        assert_eq!(
+            hasher.verify("sturdy-horse-42", Some(&hash)).await,
+            Ok(false)
+        );
+        assert_eq!(hasher.verify("Sturdy-Horse-42", None).await, Ok(false));
+        assert_eq!(hasher.verify("x", Some("not a hash")).await, Ok(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_checks_is_shed_beyond_the_bound() {
+        let hasher = PasswordHasher::new();
+        let checks: Vec<_> = (0..hasher.max_admitted() * 4)
+            .map(|_| {
+                let hasher = hasher.clone();
+                tokio::spawn(async move { hasher.verify("Sturdy-Horse-42", None).await })
+            })
+            .collect();
+        let mut shed = 0;
+        let mut verified = 0;
+        for check in checks {
+            assert!(hasher.admitted() <= hasher.max_admitted());
+            match check.await.unwrap() {
+                Ok(matched) => {
+                    assert!(!matched);
+                    verified += 1;
+                }
+                Err(Overloaded) => shed += 1,
+            }
+        }
+        assert!(shed > 0, "some checks are shed");
+        assert!(verified >= 1, "admitted checks still run");
+        assert_eq!(hasher.admitted(), 0, "every admission is released");
+        // Once the queue drains, checks are admitted again.
+        assert_eq!(hasher.verify("Sturdy-Horse-42", None).await, Ok(false));
     }
 }

@@ -1,4 +1,5 @@
-//! The agent protocol: registration with an onboarding token (public, rate-limited), the
+//! The agent protocol: registration with an onboarding token (public, rate-limited per
+//! address, per token and by an all-clients ceiling; a known key needs its credential), the
 //! server's identity for key pinning (public), and heartbeats (agent API, through the tunnel).
 
 use std::net::Ipv4Addr;
@@ -22,6 +23,7 @@ use crate::auth::tokens::{random_secret, secret_hash};
 use crate::auth::{ClientAddr, DeviceCaller};
 use crate::fleet::heartbeats::Facts;
 use crate::fleet::{dns_label, unique_name, DeviceEntry};
+use crate::ratelimit::Limiter;
 use crate::state::AppState;
 
 /// Prefix of device credentials.
@@ -77,19 +79,32 @@ fn token_error(problem: TokenProblem) -> (&'static str, ApiError) {
     responses(
         (status = 200, body = RegisterResponse),
         (status = 401, description = "The token is unknown, revoked, expired or used up", body = ErrorBody),
-        (status = 409, description = "The key belongs to another device, or no overlay address is free", body = ErrorBody),
+        (status = 409, description = "The key belongs to another device or is enrolled (send its current `credential`), or no overlay address is free", body = ErrorBody),
         (status = 422, body = ErrorBody),
-        (status = 429, description = "The registration rate limit; see Retry-After", body = ErrorBody),
+        (status = 409, description = "The tenant has reached WATCHGRID_MAX_DEVICES_PER_TENANT", body = ErrorBody),
+        (status = 429, description = "A registration rate limit (per address, per token, all clients); see Retry-After", body = ErrorBody),
     )
 )]
 /// `POST /api/agent/register`: enroll a device with an onboarding token. Registering again
-/// with the same WireGuard key returns the same device (with a new credential).
+/// with the same WireGuard key returns the same device (with a new credential) only with the
+/// device's current credential.
 pub async fn register(
     State(state): State<AppState>,
     ClientAddr(client): ClientAddr,
     Extension(RequestId(request_id)): Extension<RequestId>,
     ApiJson(body): ApiJson<RegisterRequest>,
 ) -> ApiResult<Json<RegisterResponse>> {
+    let rate_limited = |retry: crate::ratelimit::RetryAfter| {
+        state.metrics.registration("rate_limited");
+        ApiError::RateLimited {
+            retry_after_secs: retry.seconds(),
+        }
+    };
+    // Per address first: whatever one client sends spends only its own budget.
+    state
+        .limits
+        .check_addr(Limiter::Registration, client)
+        .map_err(rate_limited)?;
     let mut problems = Vec::new();
     check_text(&mut problems, "hostname", &body.hostname, 253, true);
     check_text(&mut problems, "os", &body.os, 200, false);
@@ -128,6 +143,11 @@ pub async fn register(
             "the onboarding token is not valid".into(),
         ));
     };
+    // A valid request for a known token: that token's budget and the shared ceiling.
+    state
+        .limits
+        .check_registration(token.id)
+        .map_err(rate_limited)?;
     let tenant = tenants::tenant_by_id(&state.db, token.tenant_id)
         .await?
         .ok_or_else(|| {
@@ -213,8 +233,9 @@ async fn enroll(
         .await
         .map_err(store_err)?
     {
-        // The same device asking again (an agent that crashed before saving its state): allowed
-        // with the token that enrolled it even once that token is used up.
+        // The same device asking again, with the token that enrolled it (even used up). The
+        // token alone proves nothing: whoever held it could otherwise take over the device's
+        // credential and get its host key signed, so the caller shows the current credential.
         let same = existing.tenant_id == token.tenant_id
             && existing.kind == "agent"
             && existing.onboarding_token_id == Some(token.id);
@@ -223,6 +244,16 @@ async fn enroll(
             return Err((
                 "invalid_request",
                 ApiError::Conflict("this WireGuard key belongs to another device".into()),
+            ));
+        }
+        if !holds_credential(&existing, body.credential.as_deref()) {
+            return Err((
+                "invalid_request",
+                ApiError::Conflict(
+                    "this WireGuard key is already enrolled: registering it again needs the \
+                     device's current credential in `credential`"
+                        .into(),
+                ),
             ));
         }
         if let Some(problem) = problem {
@@ -305,6 +336,13 @@ async fn enroll(
                 fleet.index.release(ip);
                 return Err(token_error(problem));
             }
+            Err(InsertError::DeviceLimit) => {
+                fleet.index.release(ip);
+                return Err((
+                    "device_limit",
+                    device_limit_error(state.config.max_devices_per_tenant),
+                ));
+            }
             Err(InsertError::Store(err)) => {
                 fleet.index.release(ip);
                 return Err(store_err(err));
@@ -317,8 +355,26 @@ async fn enroll(
     ))
 }
 
+/// Does `presented` match the device's current credential? Compared in constant time.
+fn holds_credential(device: &DeviceRow, presented: Option<&str>) -> bool {
+    use subtle::ConstantTimeEq;
+    let (Some(presented), Some(expected)) = (presented, device.credential_hash.as_deref()) else {
+        return false;
+    };
+    secret_hash(presented.trim()).ct_eq(expected).into()
+}
+
+/// The answer when a tenant already has `max` devices: it names the limit and its variable.
+pub fn device_limit_error(max: u32) -> ApiError {
+    ApiError::Conflict(format!(
+        "device limit reached: a tenant may have at most {max} devices \
+         (WATCHGRID_MAX_DEVICES_PER_TENANT); delete unused devices first"
+    ))
+}
+
 enum InsertError {
     Lost(Ipv4Addr),
+    DeviceLimit,
     Token(TokenProblem),
     Store(StoreError),
 }
@@ -349,8 +405,10 @@ async fn insert_with_token(
             .unwrap_or(TokenProblem::UsedUp);
         return Err(InsertError::Token(problem));
     }
-    match devices::insert_device(&mut tx, row).await {
-        Ok(()) => {}
+    match devices::insert_device_within(&mut tx, row, state.config.max_devices_per_tenant).await {
+        Ok(true) => {}
+        // Dropping `tx` rolls back the insert and the token's use.
+        Ok(false) => return Err(InsertError::DeviceLimit),
         Err(StoreError::Conflict(_)) => return Err(InsertError::Lost(ip)),
         Err(err) => return Err(InsertError::Store(err)),
     }

@@ -261,8 +261,9 @@ pub fn plain_config(fleet: &Fleet, overlay_ip: &str, private_key: Option<&str>) 
 }
 
 #[utoipa::path(post, path = "/api/devices", tag = "devices", security(("bearer" = [])), request_body = CreatePlainDevice,
-    responses((status = 201, body = CreatedPlainDevice), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, body = CreatedPlainDevice), (status = 409, description = "The name or key is taken, no address is free, or the tenant has reached WATCHGRID_MAX_DEVICES_PER_TENANT", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, description = "The tenant's device-creation rate limit; see Retry-After", body = ErrorBody)))]
 /// A device without the agent (a phone, a router): a record and a wg-quick file for it.
+/// Limited per tenant in number and in rate, so one tenant cannot take the shared overlay.
 pub async fn create_plain(
     State(state): State<AppState>,
     principal: Principal,
@@ -306,6 +307,12 @@ pub async fn create_plain(
             if !problems.is_empty() {
                 return Err(ApiError::Validation(problems));
             }
+            state
+                .limits
+                .check_device_creation(scope.tenant.id)
+                .map_err(|retry| ApiError::RateLimited {
+                    retry_after_secs: retry.seconds(),
+                })?;
             let ip = fleet.index.reserve().ok_or_else(|| {
                 ApiError::Conflict(format!(
                     "the overlay network {} has no free address",
@@ -329,16 +336,22 @@ pub async fn create_plain(
                 created_at: Utc::now(),
                 last_seen_at: None,
             };
-            devices::insert_device(&mut *tx, &row)
-                .await
-                .map_err(|e| {
-                    match e {
-            StoreError::Conflict(_) => ApiError::Conflict(
-                "a device with this name (in this tenant) or this public key already exists".into(),
-            ),
-            other => other.into(),
-        }
-                })?;
+            let max = state.config.max_devices_per_tenant;
+            let within =
+                devices::insert_device_within(tx, &row, max)
+                    .await
+                    .map_err(|e| {
+                        match e {
+                    StoreError::Conflict(_) => ApiError::Conflict(
+                        "a device with this name (in this tenant) or this public key already exists"
+                            .into(),
+                    ),
+                    other => other.into(),
+                }
+                    })?;
+            if !within {
+                return Err(super::agent::device_limit_error(max));
+            }
             let details = json!({"name": row.name, "overlay_ip": row.overlay_ip, "kind": "plain"});
             let id = row.id;
             Ok(Outcome::new((row, private_key), id, details))

@@ -159,7 +159,9 @@ pub fn routes() -> ApiRouter {
         .route(
             M::POST,
             "/api/agent/register",
-            Access::Public(Limiter::Registration),
+            // Limited in the handler: per address, then (for a valid body) per token and
+            // by the all-clients ceiling.
+            Access::PublicSelfLimited,
             agent::register,
         )
         .route(M::GET, "/api/agent/server-info", public, agent::server_info)

@@ -20,7 +20,9 @@ use crate::state::AppState;
 
 /// `POST /api/auth/login`. Every attempt is audited; failures take the same time and get the
 /// same answer whether or not the user exists, and log `invalid credentials` with the client
-/// address. Rate-limited per client address and per account name.
+/// address. Rate-limited per client address and per account name and address (IPv6 by /64), so
+/// a flood from elsewhere never locks the owner out; shed with 429 when the password-check
+/// queue is full.
 #[utoipa::path(post, path = "/api/auth/login", tag = "auth", request_body = LoginRequest, responses((status = 200, body = LoginResponse), (status = 401, description = "invalid credentials", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, description = "Rate limited; see Retry-After", body = ErrorBody)))]
 pub async fn login(
     State(state): State<AppState>,
@@ -47,7 +49,7 @@ pub async fn login(
     let limited = state
         .limits
         .check_addr(crate::ratelimit::Limiter::Login, client)
-        .and_then(|()| state.limits.check_account(&attempted));
+        .and_then(|()| state.limits.check_account(&attempted, client));
     if let Err(retry) = limited {
         tracing::warn!(client = %client, username = %attempted, "login refused: rate limited");
         let err = ApiError::RateLimited {
@@ -68,6 +70,15 @@ pub async fn login(
             user.as_ref().map(|u| u.password_hash.as_str()),
         )
         .await;
+    let Ok(matched) = matched else {
+        // Shed rather than queue: a long queue would delay every real login behind the flood.
+        state.limits.shed_password_check();
+        tracing::warn!(client = %client, username = %attempted, "login refused: password checks busy");
+        let err = ApiError::RateLimited {
+            retry_after_secs: 1,
+        };
+        return fail(&ctx, LoginFailure::RateLimited, err).await;
+    };
     let user = match (user, matched) {
         (Some(user), true) if !user.disabled => user,
         (user, _) => {
@@ -314,18 +325,21 @@ pub async fn change_password(
     let check = async || -> Result<String, ApiError> {
         state
             .limits
-            .check_account(&principal.name)
+            .check_account(&principal.name, client.0)
             .map_err(|retry| ApiError::RateLimited {
                 retry_after_secs: retry.seconds(),
             })?;
         let user = users::user_by_id(&state.db, user_id)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        if !state
+        let matched = state
             .hasher
             .verify(&body.current_password, Some(&user.password_hash))
             .await
-        {
+            .map_err(|_| ApiError::RateLimited {
+                retry_after_secs: 1,
+            })?;
+        if !matched {
             return Err(ApiError::invalid(
                 "current_password",
                 "is not your current password",
