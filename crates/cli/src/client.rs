@@ -429,6 +429,15 @@ impl ApiClient {
         self.get(&["api", "ssh", "ca"], &[]).await
     }
 
+    /// `GET /api/ssh/krl`: the tenant's KRL (binary), which also lists revoked host
+    /// certificates: ssh's `RevokedHostKeys`.
+    pub async fn ssh_krl(&mut self) -> Result<Vec<u8>, CliError> {
+        let resp = self
+            .call(Method::GET, &["api", "ssh", "krl"], &[], None)
+            .await?;
+        self.body(resp).await
+    }
+
     /// `POST /api/ssh/certificates`: a user certificate for a public key.
     pub async fn sign_ssh_key(
         &mut self,

@@ -688,4 +688,72 @@ fn operators_ssh_to_devices_through_the_server() {
         },
         all_logs,
     );
+    // Deleting the device revokes its host certificate: ssh refuses the host key once it has
+    // the tenant's KRL as `RevokedHostKeys` (the ssh-config block names the file; ssh-proxy
+    // refreshes it). Straight to the device's sshd on the LAN, so that nothing but the
+    // revocation changes between the two attempts.
+    let renamed_fqdn = "renamed.default.watchgrid.internal";
+    let revoked_file = config_dir.join("ssh/revoked_host_keys_default");
+    assert!(
+        block.contains(&format!("RevokedHostKeys {}", revoked_file.display())),
+        "{block}"
+    );
+    let direct = || {
+        operator
+            .ns
+            .exec(&[
+                "ssh",
+                "-F",
+                ssh_config.to_str().unwrap(),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ProxyCommand=none",
+                "-o",
+                "HostName=10.79.0.2",
+                "-o",
+                &format!("HostKeyAlias={renamed_fqdn}"),
+                &format!("root@{renamed_fqdn}"),
+                "true",
+            ])
+            .unwrap()
+    };
+    let out = direct();
+    assert!(
+        out.status.success(),
+        "ssh to the device before its deletion: {}\n{}",
+        text(&out),
+        all_logs()
+    );
+    let (status, deleted) = api
+        .call("DELETE", &format!("/api/devices/{device_id}"), None)
+        .unwrap();
+    assert_eq!(status, 204, "{deleted}");
+    // Any ssh through the block refreshes the file (this one then finds no device).
+    let out = ssh_with_block();
+    assert!(!out.status.success(), "a deleted device was reached");
+    let host_cert_revoked = std::process::Command::new("ssh-keygen")
+        .args([
+            "-Q",
+            "-f",
+            revoked_file.to_str().unwrap(),
+            host_cert.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        text(&host_cert_revoked).contains("REVOKED"),
+        "the refreshed KRL does not list the deleted device's host certificate: {}",
+        text(&host_cert_revoked)
+    );
+    let out = direct();
+    assert!(
+        !out.status.success(),
+        "ssh accepted the deleted device's host certificate"
+    );
+    assert!(
+        text(&out).contains("revoked"),
+        "ssh refused for another reason: {}",
+        text(&out)
+    );
 }

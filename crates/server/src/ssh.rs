@@ -444,6 +444,32 @@ impl SshAuthority {
     }
 }
 
+/// Removing `user` from `tenant`, in the caller's transaction: every current certificate of
+/// theirs in the tenant is revoked (the KRL lists it at once) and their own principal grant
+/// there removed. Returns how many certificates were revoked.
+pub async fn revoke_removed_member(
+    tx: &mut Tx,
+    tenant: Uuid,
+    user: Uuid,
+    by: &str,
+) -> Result<u64, StoreError> {
+    store::set_grant(&mut *tx, tenant, store::GrantSubject::User(user), &[], by).await?;
+    let target = store::RevokeTarget::User(user);
+    store::revoke(&mut *tx, tenant, &target, "removed from the tenant", by).await
+}
+
+/// Deleting a device, in the caller's transaction: every current host certificate of it is
+/// revoked, so clients that fetch the KRL (`RevokedHostKeys`) refuse its host key at once.
+pub async fn revoke_deleted_device(
+    tx: &mut Tx,
+    tenant: Uuid,
+    device: Uuid,
+    by: &str,
+) -> Result<u64, StoreError> {
+    let target = store::RevokeTarget::Device(device);
+    store::revoke(&mut *tx, tenant, &target, "device deleted", by).await
+}
+
 /// What a rotation did, per kind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rotated {

@@ -33,6 +33,8 @@ backend_tests!(
     devices_get_host_certificates,
     rotation_trusts_old_and_new_keys_until_the_grace_ends,
     concurrent_signings_all_succeed_with_distinct_serials,
+    removing_a_user_revokes_their_certificates,
+    deleting_a_device_revokes_its_host_certificates,
 );
 
 const NO_WG: &[(&str, &str)] = &[("WATCHGRID_WG_BACKEND", "none")];
@@ -1104,5 +1106,162 @@ async fn replicas_sign_with_distinct_serials() {
         serials.len(),
         before,
         "a serial was issued twice: {serials:?}"
+    );
+}
+
+/// Removing a user from the tenant revokes their certificates there in the same request (the
+/// KRL the tenant's devices fetch lists them), and a deleted account's certificates stay
+/// listed and revocable by user.
+async fn removing_a_user_revokes_their_certificates(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    let created = app
+        .call("POST", "/api/users")
+        .token(&root)
+        .json(json!({"username": "bob", "password": "Bob-Pass-word-1", "role": "operator"}))
+        .send()
+        .await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.body);
+    let bob_id = created.json()["id"].as_str().unwrap().to_owned();
+    let granted = grant(
+        &app,
+        &root,
+        "default",
+        json!({"user_id": bob_id, "principals": ["bob"]}),
+    )
+    .await;
+    assert_eq!(granted.status, StatusCode::OK, "{}", granted.body);
+    let bob = app.login("bob", "Bob-Pass-word-1").await;
+    let bob_token = bob["access_token"].as_str().unwrap().to_owned();
+    for name in ["bob1", "bob2"] {
+        let signed = sign(&app, &bob_token, "default", json!({"public_key": key})).await;
+        assert_eq!(signed.status, StatusCode::CREATED, "{}", signed.body);
+        listing(
+            keys.path(),
+            name,
+            signed.json()["certificate"].as_str().unwrap(),
+        );
+    }
+    let (address, credential) = enroll(&app, &root).await;
+    let (status, before) = agent_get(&app, &address, &credential, "/api/agent/ssh/krl").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!revoked(keys.path(), &before, "bob1"));
+
+    // Bob's only membership: the account is deleted with it.
+    let removed = app
+        .call("DELETE", format!("/api/users/{bob_id}"))
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(removed.status, StatusCode::NO_CONTENT, "{}", removed.body);
+    let (status, after) = agent_get(&app, &address, &credential, "/api/agent/ssh/krl").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(revoked(keys.path(), &after, "bob1"));
+    assert!(revoked(keys.path(), &after, "bob2"));
+
+    // Still listed under the deleted user, revoked; and still revocable by user.
+    let listed = app
+        .call("GET", format!("/api/ssh/certificates?user_id={bob_id}"))
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    let listed = listed.json();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 2, "{listed:?}");
+    assert!(
+        listed.iter().all(|c| c["revoked_at"].is_string()),
+        "{listed:?}"
+    );
+    let again = app
+        .call("POST", "/api/ssh/revocations")
+        .token(&root)
+        .json(json!({"user_id": bob_id, "reason": "left"}))
+        .send()
+        .await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.body);
+    assert_eq!(again.json()["revoked_certificates"], 0);
+    // A user the tenant never knew is still not found.
+    let unknown = app
+        .call("POST", "/api/ssh/revocations")
+        .token(&root)
+        .json(json!({"user_id": uuid::Uuid::new_v4().to_string()}))
+        .send()
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND, "{}", unknown.body);
+    // Their own grant went with the membership.
+    let grants = app
+        .call("GET", "/api/ssh/principals")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert!(
+        !grants.to_string().contains(&bob_id),
+        "the removed user's grant is left: {grants}"
+    );
+}
+
+/// Deleting a device revokes its host certificates: the tenant's KRL (what `watchgrid ssh`
+/// and the `ssh-config` block give ssh as `RevokedHostKeys`) lists them, and so does the
+/// certificate list.
+async fn deleting_a_device_revokes_its_host_certificates(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let host_key = user_key(keys.path(), "ssh_host_ed25519_key");
+    let enrolled = enroll_with(&app, &root, Some(&host_key)).await;
+    listing(
+        keys.path(),
+        "host",
+        enrolled["ssh_host_certificate"]["certificate"]
+            .as_str()
+            .unwrap(),
+    );
+    let krl = async || {
+        bytes(
+            app.router.clone(),
+            Request::get("/api/ssh/krl")
+                .header("authorization", format!("Bearer {root}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+    };
+    assert!(!revoked(keys.path(), &krl().await, "host"));
+
+    let device_id = enrolled["device_id"].as_str().unwrap();
+    let deleted = app
+        .call("DELETE", format!("/api/devices/{device_id}"))
+        .token(&root)
+        .send()
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT, "{}", deleted.body);
+    assert!(revoked(keys.path(), &krl().await, "host"));
+    let serial = enrolled["ssh_host_certificate"]["serial"].clone();
+    let listed = app
+        .call("GET", "/api/ssh/certificates")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    let host = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["serial"] == serial)
+        .unwrap_or_else(|| panic!("serial {serial} listed: {listed}"));
+    assert!(host["revoked_at"].is_string(), "{host}");
+    let audit = app
+        .call("GET", "/api/audit?action=device.delete")
+        .token(&root)
+        .send()
+        .await
+        .json();
+    assert_eq!(
+        audit["items"][0]["details"]["revoked_host_certificates"], 1,
+        "{audit}"
     );
 }

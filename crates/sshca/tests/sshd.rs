@@ -146,8 +146,23 @@ struct Login {
 }
 
 fn ssh_true(port: u16, identity: &Path, cert: &Path, known_hosts: &Path) -> Login {
+    ssh_true_with(port, identity, cert, known_hosts, &[])
+}
+
+/// [`ssh_true`] with extra `-o` options.
+fn ssh_true_with(
+    port: u16,
+    identity: &Path,
+    cert: &Path,
+    known_hosts: &Path,
+    options: &[String],
+) -> Login {
     common::require_tool("ssh", "openssh-client");
-    let out = Command::new("ssh")
+    let mut command = Command::new("ssh");
+    for option in options {
+        command.arg("-o").arg(option);
+    }
+    let out = command
         .args(["-F", "/dev/null", "-i"])
         .arg(identity)
         .arg("-o")
@@ -325,6 +340,43 @@ fn sshd_accepts_our_certificates_and_honours_the_krl() {
     );
     assert!(
         login.stderr.contains("Host key verification failed"),
+        "refused for another reason: {}",
+        login.stderr
+    );
+
+    // The client's RevokedHostKeys KRL (what `watchgrid ssh` gives ssh) is what makes a host
+    // certificate's revocation count, although known_hosts trusts its CA.
+    let mut host_krl = Krl::new(1, "acme hosts").unwrap();
+    let host_krl_path = dir.join("revoked_host_keys");
+    fs::write(&host_krl_path, host_krl.to_bytes()).unwrap();
+    let revoked_host_keys = [format!("RevokedHostKeys={}", host_krl_path.display())];
+    let login = ssh_true_with(
+        sshd.port,
+        &user_key,
+        &good,
+        &known_hosts,
+        &revoked_host_keys,
+    );
+    assert!(
+        login.ok,
+        "an empty host KRL refused the host: {}",
+        login.stderr
+    );
+    host_krl.revoke_serial(&host_ca.public_key(), 1).unwrap();
+    fs::write(&host_krl_path, host_krl.to_bytes()).unwrap();
+    let login = ssh_true_with(
+        sshd.port,
+        &user_key,
+        &good,
+        &known_hosts,
+        &revoked_host_keys,
+    );
+    assert!(
+        !login.ok,
+        "logged in to a host whose certificate is revoked"
+    );
+    assert!(
+        login.stderr.contains("revoked by file"),
         "refused for another reason: {}",
         login.stderr
     );

@@ -468,7 +468,10 @@ pub async fn list_certificates<'a>(
 pub enum RevokeTarget {
     Serial(i64),
     KeyId(String),
+    /// Every current certificate of a user (also one deleted since: the column keeps the id).
     User(Uuid),
+    /// Every current host certificate of a device (deleted devices keep theirs listed).
+    Device(Uuid),
 }
 
 impl RevokeTarget {
@@ -477,6 +480,7 @@ impl RevokeTarget {
             RevokeTarget::Serial(_) => "serial",
             RevokeTarget::KeyId(_) => "key_id",
             RevokeTarget::User(_) => "user",
+            RevokeTarget::Device(_) => "device",
         }
     }
 
@@ -484,7 +488,7 @@ impl RevokeTarget {
         match self {
             RevokeTarget::Serial(serial) => serial.to_string(),
             RevokeTarget::KeyId(id) => id.clone(),
-            RevokeTarget::User(id) => id.to_string(),
+            RevokeTarget::User(id) | RevokeTarget::Device(id) => id.to_string(),
         }
     }
 }
@@ -503,6 +507,7 @@ pub async fn revoke<'a>(
         RevokeTarget::Serial(_) => "serial",
         RevokeTarget::KeyId(_) => "key_id",
         RevokeTarget::User(_) => "user_id",
+        RevokeTarget::Device(_) => "device_id",
     };
     let update = format!(
         "UPDATE ssh_certificates SET revoked_at = $1 WHERE tenant_id = $2 AND {column} = $3 \
@@ -513,7 +518,7 @@ pub async fn revoke<'a>(
         let query = match target {
             RevokeTarget::Serial(v) => query.bind(*v),
             RevokeTarget::KeyId(v) => query.bind(v.as_str()),
-            RevokeTarget::User(v) => query.bind(*v),
+            RevokeTarget::User(v) | RevokeTarget::Device(v) => query.bind(*v),
         };
         let marked = query.execute(&mut *c).await?.rows_affected();
         sqlx::query(
@@ -536,6 +541,25 @@ pub async fn revoke<'a>(
         marked
     });
     Ok(marked)
+}
+
+/// Whether the tenant's CA ever issued a certificate to `user`: such a user stays revocable by
+/// user after leaving the tenant or being deleted.
+pub async fn has_certificates_of_user<'a>(
+    conn: impl Into<Conn<'a>>,
+    tenant: Uuid,
+    user: Uuid,
+) -> Result<bool, StoreError> {
+    let found: Option<i64> = with_conn!(conn, c => {
+        sqlx::query_scalar(
+            "SELECT serial FROM ssh_certificates WHERE tenant_id = $1 AND user_id = $2 LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(user)
+        .fetch_optional(&mut *c)
+        .await?
+    });
+    Ok(found.is_some())
 }
 
 /// A revoked certificate the KRL must still list (it has not expired).

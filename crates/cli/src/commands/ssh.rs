@@ -121,6 +121,9 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<(), CliError> {
         format!("{}\n", signed.certificate).as_bytes(),
     )?;
     files.write("known_hosts", ca.known_hosts.as_bytes())?;
+    // Revoked host certificates (a deleted device's, say) are in the tenant's KRL, which ssh
+    // honours through RevokedHostKeys; known_hosts' @cert-authority alone trusts them all.
+    files.write(REVOKED_HOST_KEYS, &client.ssh_krl().await?)?;
     let user = user.unwrap_or_else(|| signed.principals[0].clone());
     let tenant = ca.tenant.clone();
     let mut command = tokio::process::Command::new(&args.ssh_program);
@@ -134,6 +137,11 @@ pub async fn ssh(ctx: &Ctx, args: SshArgs) -> Result<(), CliError> {
         ))
         .arg("-o")
         .arg("GlobalKnownHostsFile=/dev/null")
+        .arg("-o")
+        .arg(format!(
+            "RevokedHostKeys={}",
+            files.file(REVOKED_HOST_KEYS).display()
+        ))
         .arg("-o")
         .arg("IdentitiesOnly=yes")
         .arg("-o")
@@ -203,11 +211,14 @@ pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
     let target = parse_target(&args.target);
     let ctx = scoped(ctx, &target);
     let mut client = ctx.client()?;
-    let device = find(&ctx, &mut client, &target.device).await?;
-    if let Err(err) = refresh_known_hosts(&ctx, &mut client).await {
-        // Not fatal: the file from `ssh-config` may still be right (no rotation since).
-        eprintln!("watchgrid ssh-proxy: cannot refresh the known hosts file: {err}");
+    // Before the device lookup, so that the revocation of a deleted device reaches the file.
+    if let Err(err) = refresh_host_trust(&ctx, &mut client).await {
+        // Not fatal: the files from `ssh-config` may still be right (nothing changed since).
+        eprintln!(
+            "watchgrid ssh-proxy: cannot refresh the known hosts or revoked keys file: {err}"
+        );
     }
+    let device = find(&ctx, &mut client, &target.device).await?;
     let upgraded = client.ssh_relay(&device.id).await?;
     let (mut from_device, mut to_device) = tokio::io::split(upgraded);
     let mut stdin = tokio::io::stdin();
@@ -228,27 +239,40 @@ pub async fn ssh_proxy(ctx: &Ctx, args: SshProxyArgs) -> Result<(), CliError> {
     }
 }
 
+/// The KRL file `watchgrid ssh` writes next to its known_hosts file.
+const REVOKED_HOST_KEYS: &str = "revoked_host_keys";
+
 /// The known_hosts file `ssh-config` writes for a tenant, in the CLI's configuration directory.
 fn known_hosts_file(tenant: &str) -> String {
     format!("known_hosts_{tenant}")
 }
 
-/// Rewrites the tenant's known_hosts file from `GET /api/ssh/ca` if `ssh-config` created one
-/// and its content differs (during a rotation it lists both host CAs).
-async fn refresh_known_hosts(ctx: &Ctx, client: &mut ApiClient) -> Result<(), CliError> {
+/// The KRL file `ssh-config` writes for a tenant (the block's `RevokedHostKeys`).
+fn revoked_host_keys_file(tenant: &str) -> String {
+    format!("revoked_host_keys_{tenant}")
+}
+
+/// If `ssh-config` created the tenant's files, rewrites the known_hosts file from
+/// `GET /api/ssh/ca` when it differs (during a rotation it lists both host CAs) and the KRL
+/// from `GET /api/ssh/krl` (revoked host certificates), each atomically.
+async fn refresh_host_trust(ctx: &Ctx, client: &mut ApiClient) -> Result<(), CliError> {
     let Ok(dir) = &ctx.config_dir else {
         return Ok(());
     };
     let files = PrivateDir::new(dir.join("ssh"));
     let ca = client.ssh_ca().await?;
     let name = known_hosts_file(&ca.tenant);
-    match files.read(&name)? {
-        Some(current) if current != ca.known_hosts => {
-            files.write(&name, ca.known_hosts.as_bytes())?;
-            Ok(())
-        }
-        _ => Ok(()),
+    let Some(current) = files.read(&name)? else {
+        return Ok(());
+    };
+    if current != ca.known_hosts {
+        files.write(&name, ca.known_hosts.as_bytes())?;
     }
+    files.write(
+        &revoked_host_keys_file(&ca.tenant),
+        &client.ssh_krl().await?,
+    )?;
+    Ok(())
 }
 
 /// `ssh-cert`: a certificate for the user's own key, written next to it as `<key>-cert.pub`.
@@ -293,14 +317,26 @@ pub async fn ssh_config(ctx: &Ctx, args: SshConfigArgs) -> Result<(), CliError> 
     let files = PrivateDir::new(&dir);
     let known_hosts = known_hosts_file(&ca.tenant);
     files.write(&known_hosts, ca.known_hosts.as_bytes())?;
+    let revoked = revoked_host_keys_file(&ca.tenant);
+    files.write(&revoked, &client.ssh_krl().await?)?;
     let proxy = proxy_command(ctx, &client, &ca.tenant, "%h");
     let identity = args.identity.display().to_string();
-    let block = config_block(&ca, &files.file(&known_hosts), &proxy, &identity);
+    let trust = HostTrust {
+        known_hosts: &files.file(&known_hosts),
+        revoked: &files.file(&revoked),
+    };
+    let block = config_block(&ca, &trust, &proxy, &identity);
     print!("{block}");
     Ok(())
 }
 
-fn config_block(ca: &SshCaKeys, known_hosts: &Path, proxy: &str, identity: &str) -> String {
+/// The files a config block names for checking host keys.
+struct HostTrust<'a> {
+    known_hosts: &'a Path,
+    revoked: &'a Path,
+}
+
+fn config_block(ca: &SshCaKeys, trust: &HostTrust<'_>, proxy: &str, identity: &str) -> String {
     format!(
         "# Watchgrid tenant {tenant}: `ssh <device>{suffix}`. Get a certificate for your key first\n\
          # (and whenever it expires): watchgrid --tenant {tenant} ssh-cert --identity {identity}\n\
@@ -308,12 +344,14 @@ fn config_block(ca: &SshCaKeys, known_hosts: &Path, proxy: &str, identity: &str)
          \x20   ProxyCommand {proxy}\n\
          \x20   StrictHostKeyChecking yes\n\
          \x20   UserKnownHostsFile {known_hosts}\n\
+         \x20   RevokedHostKeys {revoked}\n\
          \x20   IdentityFile {identity}\n\
          \x20   CertificateFile {identity}-cert.pub\n",
         tenant = ca.tenant,
         suffix = ca.host_pattern.trim_start_matches('*'),
         pattern = ca.host_pattern,
-        known_hosts = known_hosts.display(),
+        known_hosts = trust.known_hosts.display(),
+        revoked = trust.revoked.display(),
     )
 }
 

@@ -232,8 +232,9 @@ pub async fn delete(
     let row = audited(&state.db, &ctx, "device.delete", "device", Some(id.clone()), async |tx| {
         let id = parse_id(&id)?;
         let row = devices::device(&mut *tx, scope.tenant.id, id).await?.ok_or(ApiError::NotFound)?;
+        let revoked = crate::ssh::revoke_deleted_device(tx, scope.tenant.id, id, &ctx.actor).await?;
         devices::delete_device(&mut *tx, scope.tenant.id, id).await?;
-        let details = json!({"name": row.name, "overlay_ip": row.overlay_ip, "public_key": row.wg_public_key});
+        let details = json!({"name": row.name, "overlay_ip": row.overlay_ip, "public_key": row.wg_public_key, "revoked_host_certificates": revoked});
         Ok(Outcome::new(row, id, details))
     })
     .await?;

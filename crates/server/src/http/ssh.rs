@@ -626,9 +626,13 @@ pub async fn revoke(
                 }
                 (None, None, Some(user)) => {
                     let id = user.parse::<Uuid>().map_err(|_| ApiError::NotFound)?;
-                    users::member(&mut *tx, scope.tenant.id, id)
-                        .await?
-                        .ok_or(ApiError::NotFound)?;
+                    // A user removed from the tenant (or deleted) since keeps their certificates
+                    // listed, and revocable, by user.
+                    let known = users::member(&mut *tx, scope.tenant.id, id).await?.is_some()
+                        || store::has_certificates_of_user(&mut *tx, scope.tenant.id, id).await?;
+                    if !known {
+                        return Err(ApiError::NotFound);
+                    }
                     RevokeTarget::User(id)
                 }
                 _ => {

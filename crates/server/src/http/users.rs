@@ -356,6 +356,7 @@ pub async fn delete(
                 ensure_other_owner(tx, &scope).await?;
             }
             tenants::remove_membership(&mut *tx, scope.tenant.id, id).await?;
+            crate::ssh::revoke_removed_member(tx, scope.tenant.id, id, &ctx.actor).await?;
             let account_deleted =
                 !member.user.is_superadmin && users::membership_count(&mut *tx, id).await? == 0;
             if account_deleted {
