@@ -310,6 +310,26 @@ pub fn ttl(text: &str) -> Result<u32, String> {
     }
 }
 
+/// A Unix account name an SSH certificate may carry, as the server accepts it: 1-64 letters,
+/// digits, `.`, `_` and `-`, not starting with `-`.
+pub fn principal(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty()
+        && text.len() <= 64
+        && !text.starts_with('-')
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if valid {
+        Ok(text.to_string())
+    } else {
+        Err(
+            "expected a Unix account name: 1-64 letters, digits, '.', '_' and '-', not starting \
+             with '-'"
+                .to_string(),
+        )
+    }
+}
+
 /// `a`, `a or b`, `a, b or c`.
 pub fn or_list(items: &[&str]) -> String {
     match items {

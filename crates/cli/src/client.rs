@@ -13,8 +13,9 @@ use watchgrid_wire::{
     ApiToken, AuditEntry, ChangePassword, CreateApiToken, CreateDnsRecord, CreateOnboardingToken,
     CreatePlainDevice, CreateTenant, CreateUser, CreatedApiToken, CreatedOnboardingToken,
     CreatedPlainDevice, Device, DeviceStatus, DnsRecord, DnsRecordType, LoginRequest,
-    LoginResponse, OnboardingToken, Page, RefreshRequest, SignRequest, SignedCertificate,
-    SshCaKeys, Tenant, UpdateDevice, UpdateTenant, UpdateUser, User, VersionInfo, Whoami,
+    LoginResponse, OnboardingToken, Page, PrincipalGrant, RefreshRequest, SignRequest,
+    SignedCertificate, SshCaKeys, Tenant, UpdateDevice, UpdateTenant, UpdateUser, User,
+    VersionInfo, Whoami,
 };
 
 use crate::args::ServerUrl;
@@ -436,6 +437,20 @@ impl ApiClient {
             .call(Method::GET, &["api", "ssh", "krl"], &[], None)
             .await?;
         self.body(resp).await
+    }
+
+    /// `GET /api/ssh/principals`: the tenant's principal grants.
+    pub async fn ssh_grants(&mut self) -> Result<Vec<PrincipalGrant>, CliError> {
+        self.get(&["api", "ssh", "principals"], &[]).await
+    }
+
+    /// `PUT /api/ssh/principals`: replace one user's or one role's grant (empty: remove it).
+    pub async fn set_ssh_grant(
+        &mut self,
+        grant: &PrincipalGrant,
+    ) -> Result<PrincipalGrant, CliError> {
+        self.send_json(Method::PUT, &["api", "ssh", "principals"], grant)
+            .await
     }
 
     /// `POST /api/ssh/certificates`: a user certificate for a public key.

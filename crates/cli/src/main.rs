@@ -101,8 +101,13 @@ pub enum Command {
     SshProxy(SshProxyArgs),
     /// Get a certificate for your own SSH key, written next to it as <key>-cert.pub
     SshCert(SshCertArgs),
-    /// Print an OpenSSH config block for the tenant's devices (and write its known_hosts file)
+    /// Print an OpenSSH config block for the tenant's devices (and write its known_hosts and
+    /// revoked host keys files)
     SshConfig(SshConfigArgs),
+    /// Which Unix accounts a user, or every member with a role, may log in as with `ssh`
+    /// (tenant admins; a new tenant grants none)
+    #[command(subcommand, subcommand_required = true, arg_required_else_help = true)]
+    SshGrants(SshGrantsCommand),
     /// Show the versions of this client and of the server
     Version,
 }
@@ -160,6 +165,40 @@ pub struct SshConfigArgs {
         default_value = "~/.ssh/id_ed25519"
     )]
     pub identity: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SshGrantsCommand {
+    /// List the tenant's grants
+    List,
+    /// Let a user (or a role) log in as these accounts, besides those already granted
+    Add {
+        #[command(flatten)]
+        subject: GrantSubjectArgs,
+        /// A Unix account name, repeatable
+        #[arg(value_name = "ACCOUNT", required = true, value_parser = args::principal)]
+        accounts: Vec<String>,
+    },
+    /// Stop letting a user (or a role) log in as these accounts
+    Remove {
+        #[command(flatten)]
+        subject: GrantSubjectArgs,
+        /// A Unix account name, repeatable
+        #[arg(value_name = "ACCOUNT", required = true, value_parser = args::principal)]
+        accounts: Vec<String>,
+    },
+}
+
+/// Whose grant: one user's or one role's.
+#[derive(Debug, Args)]
+#[group(id = "subject", required = true, multiple = false)]
+pub struct GrantSubjectArgs {
+    /// The user (username or id)
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Every member with this role: owner, admin, operator or viewer
+    #[arg(long, value_name = "ROLE", value_parser = args::role)]
+    pub role: Option<Role>,
 }
 
 #[derive(Debug, Args)]

@@ -711,3 +711,108 @@ fn record_row<'a>(table: &'a str, name: &str) -> Option<&'a str> {
         .lines()
         .find(|l| l.split_whitespace().nth(1) == Some(name))
 }
+
+/// A fresh install grants no SSH principal: the first `watchgrid ssh` says exactly which
+/// command to run, that command (`ssh-grants add`) works, and `watchgrid ssh` then gets its
+/// certificate and runs ssh with the tenant's KRL as `RevokedHostKeys`. `ssh-grants list` and
+/// `remove` show and undo grants.
+#[test]
+fn ssh_grants_end_to_end() {
+    let server = start_server();
+    let cli = Cli::new();
+    login(&cli, &server.url);
+    let dir = tempfile::tempdir().unwrap();
+    let wg_file = dir.path().join("web.conf");
+    cli.ok(
+        &[
+            "devices",
+            "add-plain",
+            "web",
+            "--output",
+            wg_file.to_str().unwrap(),
+        ],
+        "",
+    );
+    // Stands in for ssh: succeeds only if given a RevokedHostKeys file OpenSSH can read.
+    let fake_ssh = dir.path().join("fake-ssh");
+    std::fs::write(
+        &fake_ssh,
+        "#!/bin/sh\nfound=\nfor a in \"$@\"; do case \"$a\" in RevokedHostKeys=*) \
+         ssh-keygen -Q -l -f \"${a#RevokedHostKeys=}\" >/dev/null || exit 4; found=1;; esac; \
+         done\n[ -n \"$found\" ] || exit 3\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake_ssh, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let ssh = |cli: &Cli| {
+        cli.run(
+            &[
+                "ssh",
+                "--ssh-program",
+                fake_ssh.to_str().unwrap(),
+                "root@web",
+                "--",
+                "true",
+            ],
+            "",
+            &[],
+        )
+    };
+
+    let refused = ssh(&cli);
+    assert_eq!(refused.status.code(), Some(1));
+    let line = error_line(&refused);
+    let hint = "watchgrid --tenant default ssh-grants add --user admin root";
+    assert!(line.contains(hint), "{line}");
+    // Run what it says (the program and its arguments, as printed).
+    let suggested: Vec<&str> = hint.split_whitespace().skip(1).collect();
+    let added = cli.ok(&suggested, "");
+    assert!(
+        added.contains("user admin may log in as root in tenant default"),
+        "{added}"
+    );
+    let out = ssh(&cli);
+    assert!(
+        out.status.success(),
+        "watchgrid ssh after the grant: {:?} {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    cli.ok(
+        &["ssh-grants", "add", "--role", "operator", "deploy", "root"],
+        "",
+    );
+    let table = cli.ok(&["ssh-grants", "list"], "");
+    assert!(
+        row(&table, "role:operator").is_some_and(|r| r.contains("deploy,root")),
+        "{table}"
+    );
+    assert!(
+        row(&table, "user:admin").is_some_and(|r| r.contains("root")),
+        "{table}"
+    );
+    let removed = cli.ok(&["ssh-grants", "remove", "--user", "admin", "root"], "");
+    assert!(removed.contains("(grant removed)"), "{removed}");
+    let listed = cli.ok(&["--json", "ssh-grants", "list"], "");
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["role"], "operator");
+
+    // Argument errors: one line naming the argument, exit 2, no request.
+    let bad = cli.run(&["ssh-grants", "add", "--user", "admin", "-x"], "", &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    let bad = cli.run(&["ssh-grants", "add", "--role", "boss", "root"], "", &[]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        error_line(&bad).contains("'--role'"),
+        "{}",
+        error_line(&bad)
+    );
+    let unknown = cli.run(&["ssh-grants", "add", "--user", "nobody", "root"], "", &[]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        error_line(&unknown).contains("user nobody not found"),
+        "{}",
+        error_line(&unknown)
+    );
+}

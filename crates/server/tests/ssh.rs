@@ -35,6 +35,7 @@ backend_tests!(
     concurrent_signings_all_succeed_with_distinct_serials,
     removing_a_user_revokes_their_certificates,
     deleting_a_device_revokes_its_host_certificates,
+    the_first_refusal_names_the_grant_command,
 );
 
 const NO_WG: &[(&str, &str)] = &[("WATCHGRID_WG_BACKEND", "none")];
@@ -1263,5 +1264,37 @@ async fn deleting_a_device_revokes_its_host_certificates(backend: TestBackend) {
     assert_eq!(
         audit["items"][0]["details"]["revoked_host_certificates"], 1,
         "{audit}"
+    );
+}
+
+/// On a fresh install nobody is granted a principal: the first signing refusal says exactly
+/// which command grants one.
+async fn the_first_refusal_names_the_grant_command(backend: TestBackend) {
+    let app = TestApp::with_config(backend, NO_WG).await;
+    let root = app.admin_token().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key = user_key(keys.path(), "k");
+    let refused = sign(
+        &app,
+        &root,
+        "default",
+        json!({"public_key": key, "principals": ["root"]}),
+    )
+    .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let body = refused.json();
+    assert_eq!(body["error"]["fields"][0]["field"], "principals", "{body}");
+    assert!(
+        body.to_string()
+            .contains("watchgrid --tenant default ssh-grants add --user admin root"),
+        "{body}"
+    );
+    let refused = sign(&app, &root, "default", json!({"public_key": key})).await;
+    assert!(
+        refused
+            .body
+            .contains("ssh-grants add --user admin <account>"),
+        "{}",
+        refused.body
     );
 }

@@ -7,6 +7,7 @@ mod devices;
 mod dns;
 mod onboarding;
 mod ssh;
+mod ssh_grants;
 mod tenants;
 mod tokens;
 mod users;
@@ -62,6 +63,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::SshProxy(a) => ssh::ssh_proxy(&ctx, a).await,
         Command::SshCert(a) => ssh::ssh_cert(&ctx, a).await,
         Command::SshConfig(a) => ssh::ssh_config(&ctx, a).await,
+        Command::SshGrants(c) => ssh_grants::run(&ctx, c).await,
         Command::Version => version::run(&ctx).await,
     }
 }

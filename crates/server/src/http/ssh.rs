@@ -105,7 +105,12 @@ pub async fn sign(
         let allowed =
             store::principals_for(&state.db, tenant.id, principal.user_id, scope.role.as_str())
                 .await?;
-        let principals = choose_principals(&allowed, body.principals.as_deref(), tenant)?;
+        let principals = choose_principals(
+            &allowed,
+            body.principals.as_deref(),
+            tenant,
+            &grant_hint(&principal, &scope, body.principals.as_deref()),
+        )?;
         let key_fingerprint = watchgrid_sshca::PublicKey::from_openssh(body.public_key.trim())
             .map_err(sign_error)?
             .fingerprint();
@@ -262,18 +267,43 @@ fn no_ca_if_missing(err: watchgrid_store::StoreError) -> ApiError {
     }
 }
 
+/// The command a tenant admin runs to let the caller log in as the requested accounts (or
+/// `<account>`): what a fresh install needs before the first `watchgrid ssh`.
+fn grant_hint(principal: &Principal, scope: &Scope, requested: Option<&[String]>) -> String {
+    let accounts = match requested {
+        Some(accounts)
+            if !accounts.is_empty() && accounts.iter().all(|a| check_principal(a).is_ok()) =>
+        {
+            accounts.join(" ")
+        }
+        _ => "<account>".to_owned(),
+    };
+    // A user's own grant; an API token has no account of its own, so its role's.
+    let subject = match principal.user_id {
+        Some(_) => format!("--user {}", principal.name),
+        None => format!("--role {}", scope.role.as_str()),
+    };
+    format!(
+        "watchgrid --tenant {} ssh-grants add {subject} {accounts}",
+        scope.tenant.slug
+    )
+}
+
 /// The principals to certify: the requested ones if all are allowed, else all allowed ones.
+/// `hint` is the command that grants what was asked, for the refusal when nothing is granted.
 fn choose_principals(
     allowed: &[String],
     requested: Option<&[String]>,
     tenant: &TenantRow,
+    hint: &str,
 ) -> Result<Vec<String>, ApiError> {
     if allowed.is_empty() {
         return Err(ApiError::invalid(
             "principals",
             format!(
-                "you may not log in as any account in tenant {}: a tenant admin grants principals \
-                 with PUT /api/ssh/principals",
+                "you may not log in as any account in tenant {}: no SSH principal is granted to \
+                 you or your role; a tenant admin grants one with `{hint}` \
+                 (PUT /api/ssh/principals)",
                 tenant.slug
             ),
         ));
