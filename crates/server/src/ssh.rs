@@ -96,7 +96,15 @@ pub struct SshAuthority {
     write_gate: tokio::sync::Mutex<()>,
     /// On PostgreSQL, serials reserved in advance per tenant (see [`Self::next_serial`]).
     serial_blocks: tokio::sync::Mutex<HashMap<Uuid, std::ops::Range<i64>>>,
+    /// The CA records the health check read last, with their tenants' slugs: while the
+    /// database is unreachable the check verifies the files against these, so that an outage
+    /// is reported by the `db` check only and never as a CA problem.
+    last_live_cas: Mutex<Option<Vec<(String, CaRow)>>>,
 }
+
+/// How long the `ssh_ca` health check waits for the CA records before it checks the files
+/// against the records it read last (well within the check's own deadline).
+pub const HEALTH_RECORDS_DEADLINE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Serials a PostgreSQL replica reserves at once per tenant.
 pub const SERIAL_BLOCK: i64 = 64;
@@ -108,6 +116,7 @@ impl SshAuthority {
             cache: Mutex::new(HashMap::new()),
             write_gate: tokio::sync::Mutex::new(()),
             serial_blocks: tokio::sync::Mutex::new(HashMap::new()),
+            last_live_cas: Mutex::new(None),
         }
     }
 
@@ -354,11 +363,27 @@ impl SshAuthority {
         Ok(())
     }
 
-    /// The `ssh_ca` health check: every live CA's files exist and match their records.
+    /// The `ssh_ca` health check: every live CA's files exist and match their records. If the
+    /// records cannot be read within [`HEALTH_RECORDS_DEADLINE`] (the database is down), the
+    /// files are checked against the records read last, or not at all before any read: the
+    /// `db` check reports the outage, and this one only the CA's own problems.
     pub async fn health(self: &Arc<Self>, db: &Database) -> Result<(), String> {
-        let cas = store::all_live_cas(db, Utc::now())
-            .await
-            .map_err(|e| format!("cannot read the CA records: {e}"))?;
+        let now = Utc::now();
+        let read =
+            tokio::time::timeout(HEALTH_RECORDS_DEADLINE, store::all_live_cas(db, now)).await;
+        let cas = match read {
+            Ok(Ok(cas)) => {
+                if let Ok(mut last) = self.last_live_cas.lock() {
+                    *last = Some(cas.clone());
+                }
+                cas
+            }
+            Ok(Err(err)) => {
+                tracing::debug!(error = %err, "SSH CA health: records unreadable; checking the last ones read");
+                self.last_read_live_cas(now)
+            }
+            Err(_) => self.last_read_live_cas(now),
+        };
         let this = self.clone();
         let problems = tokio::task::spawn_blocking(move || {
             cas.iter()
@@ -372,6 +397,18 @@ impl SshAuthority {
             1..=3 => Err(problems.join("; ")),
             n => Err(format!("{}; and {} more", problems[..3].join("; "), n - 3)),
         }
+    }
+
+    /// The CA records the health check read last that are still trusted at `now`.
+    fn last_read_live_cas(&self, now: DateTime<Utc>) -> Vec<(String, CaRow)> {
+        let last = match self.last_live_cas.lock() {
+            Ok(last) => last.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        last.unwrap_or_default()
+            .into_iter()
+            .filter(|(_, ca)| ca.retire_at.is_none_or(|at| at > now))
+            .collect()
     }
 
     /// The active CA of `kind` for a tenant and its key.

@@ -1298,3 +1298,68 @@ async fn the_first_refusal_names_the_grant_command(backend: TestBackend) {
         refused.body
     );
 }
+
+/// A PostgreSQL outage under the running server is the `db` check's failure only: `ssh_ca`
+/// keeps checking the key files (against the records it read last) and stays `ok`, and still
+/// reports a missing key file of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_is_not_an_ssh_ca_failure() {
+    let cluster = watchgrid_testkit::PgCluster::temporary().unwrap();
+    cluster.start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = cluster.url("postgres");
+    let ca_dir = dir.path().join("ssh-ca");
+    let server = common::ServerProcess::spawn(
+        dir.path(),
+        &[
+            ("DATABASE_URL", &url),
+            ("WATCHGRID_SSH_CA_DIR", ca_dir.to_str().unwrap()),
+        ],
+    );
+    let ready = |status: u16, body: &Value| status == 200 && body["status"] == "ok";
+    let up = server
+        .wait_for("/readyz", std::time::Duration::from_secs(30), ready)
+        .await;
+    assert_eq!(up["checks"]["ssh_ca"], "ok", "{up}");
+
+    cluster.stop().unwrap();
+    let down = server
+        .wait_for(
+            "/healthz",
+            std::time::Duration::from_secs(10),
+            |status, _| status == 503,
+        )
+        .await;
+    assert!(
+        down["checks"]["db"]
+            .as_str()
+            .unwrap()
+            .starts_with("error: "),
+        "{down}"
+    );
+    // Several probes, so that one made while the pool still waits for the database is seen.
+    for _ in 0..3 {
+        let (status, body) = server.get("/healthz").await.unwrap();
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["checks"]["ssh_ca"], "ok", "{body}\n{}", server.logs());
+    }
+    // The CA's own problem is still its own.
+    let key = ca_dir.join("ca_default_host");
+    let moved = dir.path().join("ca_default_host.away");
+    std::fs::rename(&key, &moved).unwrap();
+    let (_, body) = server.get("/healthz").await.unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
+    let ssh_ca = body["checks"]["ssh_ca"].as_str().unwrap();
+    assert!(
+        ssh_ca.contains("host CA key") && ssh_ca.contains("is missing"),
+        "{body}"
+    );
+    std::fs::rename(&moved, &key).unwrap();
+
+    cluster.start().unwrap();
+    let recovered = server
+        .wait_for("/healthz", std::time::Duration::from_secs(20), ready)
+        .await;
+    assert_eq!(recovered["checks"]["ssh_ca"], "ok");
+}
