@@ -78,7 +78,12 @@ pub struct GlobalArgs {
     pub log_level: String,
 
     /// Do not manage sshd: no host certificate, trusted user CA or KRL
-    #[arg(long, global = true, env = "WATCHGRID_AGENT_NO_SSH")]
+    #[arg(
+        long,
+        global = true,
+        env = "WATCHGRID_AGENT_NO_SSH",
+        value_parser = watchgrid_clientkit::boolean::parse_bool
+    )]
     pub no_ssh: bool,
 
     /// The SSH host public key to certify (sent at enrollment, renewed by run)

@@ -213,3 +213,40 @@ fn down_without_a_running_agent_cleans_up_and_marks_the_status_stopped() {
     assert_eq!(status["phase"], "stopped");
     assert!(status.get("next_attempt_at").is_none());
 }
+
+/// `WATCHGRID_AGENT_NO_SSH` takes the usual boolean spellings (issue 11, item 23: `1` was a
+/// usage error); anything else is one line naming the option.
+#[test]
+fn no_ssh_from_the_environment_accepts_the_usual_booleans() {
+    for value in ["1", "yes", "ON", "true", "0", "off", "False"] {
+        let state = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_watchgrid-agent"))
+            .env_clear()
+            .env("WATCHGRID_AGENT_STATE_DIR", state.path())
+            .env("WATCHGRID_AGENT_NO_SSH", value)
+            .arg("status")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{value}: {}",
+            one_error_line(&out)
+        );
+        assert!(one_error_line(&out).contains("not enrolled"), "{value}");
+    }
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_watchgrid-agent"))
+        .env_clear()
+        .env("WATCHGRID_AGENT_STATE_DIR", state.path())
+        .env("WATCHGRID_AGENT_NO_SSH", "maybe")
+        .arg("status")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        one_error_line(&out).contains("--no-ssh"),
+        "{}",
+        one_error_line(&out)
+    );
+}

@@ -499,7 +499,7 @@ pub struct AuditArgs {
     #[arg(long, value_name = "TYPE")]
     pub resource_type: Option<String>,
     /// Only successful (true) or failed (false) actions
-    #[arg(long, value_name = "BOOL", value_parser = clap::value_parser!(bool))]
+    #[arg(long, value_name = "BOOL", value_parser = watchgrid_clientkit::boolean::parse_bool)]
     pub success: Option<bool>,
     /// Only entries at or after this time: RFC 3339, or an age such as 30m, 12h, 7d
     #[arg(long, value_name = "TIME", value_parser = args::timestamp)]
@@ -630,7 +630,7 @@ mod tests {
         assert_eq!(
             rejected(&["audit", "--success", "maybe"]),
             (
-                "invalid value \"maybe\" for '--success': expected true or false".to_string(),
+                "invalid value \"maybe\" for '--success': expected true or false (or 1/0, yes/no, on/off)".to_string(),
                 2
             )
         );

@@ -399,10 +399,13 @@ fn devices_end_to_end() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
         stderr.contains(&format!(
-            "watchgrid-agent enroll --server {url} --token {secret}"
+            "watchgrid-agent enroll --server {url} --token {}…",
+            &secret[..8]
         )),
         "{stderr}"
     );
+    // The secret itself is on standard output only, never in the hint on standard error.
+    assert!(!stderr.contains(&secret), "{stderr}");
     let tokens = cli.ok(&["tokens", "onboarding", "list"], "");
     let line = tokens
         .lines()

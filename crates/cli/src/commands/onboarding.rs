@@ -65,12 +65,15 @@ pub async fn run(
                     .map_or_else(|| "never".to_string(), output::time),
             )));
             output::note(
-                "This is the only time the secret is shown: store it now. Enroll a device with:",
+                "This is the only time the secret is shown (on standard output): store it now. \
+                 Enroll a device with:",
             );
+            // Standard error ends up in terminals' scrollback and CI logs: name the secret
+            // by its first characters only.
             output::note(&output::escape(&format!(
                 "  watchgrid-agent enroll --server {} --token {}",
                 client.server(),
-                created.secret
+                masked(&created.secret)
             )));
             output::line(&output::escape(&created.secret))
         }
@@ -84,6 +87,12 @@ pub async fn run(
             Ok(())
         }
     }
+}
+
+/// `wgo_1a2b…`: enough to tell secrets apart, too little to use one.
+fn masked(secret: &str) -> String {
+    let shown: String = secret.chars().take("wgo_".len() + 4).collect();
+    format!("{shown}…")
 }
 
 /// `for 1 device`, `for up to 50 devices`.
