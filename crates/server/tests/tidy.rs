@@ -75,3 +75,34 @@ fn only_the_config_module_reads_the_environment() {
         "environment read outside config.rs: {offenders:?}"
     );
 }
+
+/// Every series the server registers is in docs/production.md's metrics table (three were
+/// missing: issue 11, item 23), named as scraped (`_total` on counters).
+#[test]
+fn every_metric_series_is_documented() {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/production.md")).unwrap();
+    let metrics = watchgrid_server::metrics::Metrics::new();
+    let text = metrics.render(watchgrid_store::PoolStats { open: 0, in_use: 0 });
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let (name, kind) = rest.split_once(' ').unwrap();
+        let scraped = if kind == "counter" {
+            format!("{name}_total")
+        } else {
+            name.to_owned()
+        };
+        seen += 1;
+        if !doc.contains(&format!("| `{scraped}` |")) {
+            missing.push(scraped);
+        }
+    }
+    assert!(seen >= 10, "no series found in:\n{text}");
+    assert!(
+        missing.is_empty(),
+        "not in docs/production.md's metrics table: {missing:?}"
+    );
+}
