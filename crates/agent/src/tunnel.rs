@@ -83,13 +83,17 @@ pub struct Tunnel {
     backend: Arc<dyn Backend>,
     interface: String,
     server_key: PublicKey,
-    overlay: IpNet,
+    /// The server's overlay address as a host route (/32 or /128): all the server peer is
+    /// allowed, so nothing of the overlay but the server is reached through the tunnel.
+    server_address: IpNet,
     watchdog: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Tunnel {
     /// Bring up `interface` with the enrollment's key and overlay address, and set the server
-    /// as its peer at `endpoint`, allowed the whole overlay network.
+    /// as its peer at `endpoint`, allowed the server's overlay address only (devices do not
+    /// reach each other; the server's address carries the agent API, Magic DNS and the SSH
+    /// relay).
     pub async fn open(
         interface: &str,
         enrollment: &Enrollment,
@@ -110,7 +114,8 @@ impl Tunnel {
             .map_err(|e: wg::Error| damaged("server key", e.to_string()))?;
         let address = net::interface_address(&enrollment.overlay_address)
             .map_err(|e| damaged("overlay address", e))?;
-        let overlay = address.trunc();
+        let server_address = server_host_route(&enrollment.server_overlay_ip)
+            .map_err(|e| damaged("server overlay address", e))?;
         let spec = InterfaceSpec {
             name: interface.to_string(),
             private_key,
@@ -129,7 +134,7 @@ impl Tunnel {
             backend,
             interface: interface.to_string(),
             server_key,
-            overlay,
+            server_address,
             watchdog: None,
         };
         if let Err(err) = tunnel.set_endpoint(endpoint).await {
@@ -174,7 +179,7 @@ impl Tunnel {
     pub async fn set_endpoint(&self, endpoint: SocketAddr) -> Result<(), AgentError> {
         let peer = Peer {
             public_key: self.server_key,
-            allowed_ips: vec![self.overlay],
+            allowed_ips: vec![self.server_address],
             endpoint: Some(endpoint),
             persistent_keepalive: Some(PERSISTENT_KEEPALIVE),
         };
@@ -207,6 +212,15 @@ impl Tunnel {
         }
         let _ = tokio::task::spawn_blocking(move || drop(backend)).await;
     }
+}
+
+/// `ip` as a host route: `/32` for IPv4, `/128` for IPv6.
+fn server_host_route(ip: &str) -> Result<IpNet, String> {
+    let ip: std::net::IpAddr = ip
+        .trim()
+        .parse()
+        .map_err(|_| format!("{ip:?} is not an IP address"))?;
+    Ok(IpNet::from(ip))
 }
 
 /// The server peer among `peers`, as a snapshot (zeros when it is not configured).
@@ -289,6 +303,19 @@ mod tests {
         assert!(!format!("{keys:?}").contains(&keys.private_key));
         assert!(!is_public_key("not-a-key"));
         assert!(!is_public_key("AAAA"));
+    }
+
+    #[test]
+    fn the_server_peer_is_allowed_its_own_address_only() {
+        assert_eq!(
+            server_host_route("100.64.0.1").unwrap().to_string(),
+            "100.64.0.1/32"
+        );
+        assert_eq!(
+            server_host_route("fd7a::1").unwrap().to_string(),
+            "fd7a::1/128"
+        );
+        assert!(server_host_route("100.64.0.0/10").is_err());
     }
 
     #[test]

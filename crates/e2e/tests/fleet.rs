@@ -3,7 +3,8 @@
 //! the server's overlay address through the tunnel, heartbeat and show up online; `wg show`
 //! lists both peers; deleting a device cuts its tunnel and frees its address; a restarted
 //! server keeps every device; a stock `wireguard-go` peer with a downloaded config joins; and a
-//! server whose key was replaced is refused by the agent with the documented message.
+//! server re-keyed with `watchgrid-server wireguard rekey` is refused by the agent with the
+//! documented message.
 
 #![allow(
     clippy::unwrap_used,
@@ -254,9 +255,21 @@ fn devices_join_the_fleet() {
     let (_, list) = api.call("GET", "/api/devices", None).unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 2, "{list}");
 
-    // A server whose WireGuard key was replaced is refused by the agent.
+    // A server re-keyed on purpose (`wireguard rekey`; it never replaces a key by itself while
+    // devices pin it) is refused by the agent.
     assert!(server.process.terminate(Duration::from_secs(40)).is_some());
-    std::fs::remove_file(data.join("wg0.conf")).unwrap();
+    let rekey = std::process::Command::new(watchgrid_e2e::program("watchgrid-server"))
+        .args(["wireguard", "rekey", "--yes"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WATCHGRID_DATA_DIR", &data)
+        .output()
+        .unwrap();
+    assert!(
+        rekey.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rekey.stderr)
+    );
     server = start_server(&srv, &data, &server_iface, &server_log);
     wait_for("the server with a new key", Duration::from_secs(30), || {
         healthy(&api)

@@ -1,5 +1,5 @@
 //! `watchgrid-server`: the command-line entry point (`serve`, `migrate`, `check-config`,
-//! `ssh-ca rotate`).
+//! `ssh-ca rotate`, `wireguard rekey`).
 
 use std::process::ExitCode;
 
@@ -38,6 +38,21 @@ enum Command {
     /// Manage the per-tenant SSH certificate authorities.
     #[command(subcommand)]
     SshCa(SshCaCommand),
+    /// Manage the server's WireGuard key.
+    #[command(subcommand)]
+    Wireguard(WireguardCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WireguardCommand {
+    /// Replace the server's WireGuard key (WATCHGRID_WG_CONFIG) with a new one, on purpose. The
+    /// server never does this by itself once devices are enrolled: each of them pinned the old
+    /// key and must re-enroll. Stop the server first; restart every replica with the new file.
+    Rekey {
+        /// Confirm the re-key although devices are enrolled.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -82,7 +97,9 @@ fn main() -> ExitCode {
     let command = cli.command.unwrap_or(Command::Serve);
     let secrets = match command {
         Command::CheckConfig => SecretGeneration::ReadOnly,
-        Command::Serve | Command::Migrate | Command::SshCa(_) => SecretGeneration::Generate,
+        Command::Serve | Command::Migrate | Command::SshCa(_) | Command::Wireguard(_) => {
+            SecretGeneration::Generate
+        }
     };
     let config = match Config::load(&EnvSource, secrets) {
         Ok(config) => config,
@@ -113,6 +130,7 @@ fn main() -> ExitCode {
                 grace,
                 kind,
             }) => rotate(&config, &tenant, grace, &kind).await,
+            Command::Wireguard(WireguardCommand::Rekey { yes }) => rekey(&config, yes).await,
             _ => serve::serve(config).await,
         }
     });
@@ -220,6 +238,43 @@ async fn rotate(
         );
     }
     db.close().await;
+    Ok(())
+}
+
+#[allow(
+    clippy::print_stdout,
+    reason = "wireguard rekey reports to the operator's terminal"
+)]
+async fn rekey(config: &Config, confirmed: bool) -> anyhow::Result<()> {
+    let db = watchgrid_store::Database::connect(&config.database, 2).await?;
+    let devices = watchgrid_store::devices::all_devices(&db).await?.len();
+    if devices > 0 && !confirmed {
+        db.close().await;
+        anyhow::bail!(
+            "{devices} enrolled device(s) pin the current WireGuard key and will refuse the server \
+             until each re-enrolls; if the key file was lost, restore it from a backup instead \
+             (docs/production.md, \"The WireGuard key\"). To re-key anyway, run again with --yes"
+        );
+    }
+    let done = watchgrid_server::fleet::hub::rekey(&config.fleet, &db).await?;
+    db.close().await;
+    println!(
+        "wrote a new WireGuard key to {} (WATCHGRID_WG_CONFIG): public key {} (was {})",
+        config.fleet.wg_config.display(),
+        done.new_public_key,
+        done.old_public_key
+            .map_or_else(|| "no readable key".to_owned(), |k| k.to_string()),
+    );
+    println!(
+        "{} enrolled device(s) pinned the old key and will refuse the server until re-enrolled: \
+         on each agent run `watchgrid-agent enroll --server <url> --token <new token> --force`; \
+         plain devices need their wg-quick file again (watchgrid devices config <id>)",
+        done.devices
+    );
+    println!(
+        "start the server again (copy the file to every replica first) to serve the new key; \
+         recorded in the audit log as wireguard.rekey"
+    );
     Ok(())
 }
 

@@ -198,6 +198,12 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
             let rows = watchgrid_store::devices::all_devices(&state.db).await?;
             state.fleet.load_all(&rows);
             tracing::info!(devices = rows.len(), "device index loaded");
+            // Only now is it known whether devices pin a key that a missing file held.
+            state
+                .fleet
+                .hub
+                .settle_key(rows.len())
+                .map_err(|e| anyhow::anyhow!("the server's WireGuard key: {e}"))?;
             let records = watchgrid_store::dns::all_records(&state.db).await?;
             state.fleet.dns.load_records(&records);
             tracing::info!(records = records.len(), "Magic DNS records loaded");

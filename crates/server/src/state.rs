@@ -60,12 +60,12 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let limits = Arc::new(RateLimits::new(config.rate_limits, metrics.clone()));
         let fleet_config = config.fleet.clone();
-        let private_key =
-            hub::load_or_create_key(&fleet_config.wg_config, &fleet_config).map_err(|e| {
-                anyhow::anyhow!("the server's WireGuard key (WATCHGRID_WG_CONFIG): {e}")
-            })?;
+        // A missing file is settled once the device index is loaded (`Hub::settle_key`).
+        let private_key = hub::load_key(&fleet_config.wg_config).map_err(|e| {
+            anyhow::anyhow!("the server's WireGuard key (WATCHGRID_WG_CONFIG): {e}")
+        })?;
         let hub = Arc::new(Hub::new(fleet_config.clone(), private_key, metrics.clone()));
-        if fleet_config.backend != WgBackendChoice::None {
+        if fleet_config.backend != WgBackendChoice::None || hub.key_was_missing() {
             let probe = hub.clone();
             health.register("wireguard", move || {
                 let hub = probe.clone();

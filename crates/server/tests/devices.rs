@@ -154,7 +154,7 @@ async fn registration_and_heartbeats(backend: TestBackend) {
     assert_eq!(enrolled["agent_api"], "http://100.64.0.1:8081");
     assert_eq!(
         enrolled["server_public_key"],
-        app.state.fleet.hub.public_key().to_string()
+        app.state.fleet.hub.public_key().unwrap().to_string()
     );
     let credential = enrolled["credential"].as_str().unwrap().to_owned();
     assert!(credential.starts_with("wgd_"));
@@ -549,8 +549,17 @@ async fn plain_devices_get_a_wireguard_config(backend: TestBackend) {
         parsed.interface.addresses[0].to_string(),
         format!("{}/32", created["device"]["overlay_ip"].as_str().unwrap())
     );
-    assert_eq!(parsed.peers[0].public_key, app.state.fleet.hub.public_key());
-    assert_eq!(parsed.peers[0].allowed_ips[0].to_string(), "100.64.0.0/10");
+    assert_eq!(
+        parsed.peers[0].public_key,
+        app.state.fleet.hub.public_key().unwrap()
+    );
+    // Only the server's overlay address: devices do not reach each other.
+    let allowed: Vec<String> = parsed.peers[0]
+        .allowed_ips
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(allowed, ["100.64.0.1/32"]);
     assert_eq!(
         parsed.interface.private_key.public_key().to_string(),
         created["device"]["public_key"].as_str().unwrap()

@@ -24,6 +24,7 @@
 pub mod config;
 mod diff;
 mod error;
+mod forwarding;
 mod ip;
 mod kernel;
 pub mod key;
@@ -44,6 +45,7 @@ use ipnet::IpNet;
 pub use config::{InterfaceSection, PeerSection, WgQuickConfig};
 pub use diff::{diff, PeerDiff};
 pub use error::Error;
+pub use forwarding::{disable_forwarding, forwarding_enabled};
 pub use ip::{add_route, delete_route};
 pub use kernel::KernelInterface;
 pub use key::{PresharedKey, PrivateKey, PublicKey};

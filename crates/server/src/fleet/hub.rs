@@ -3,6 +3,16 @@
 //! runs every minute to repair any drift. Without the privileges or TUN device to create the
 //! interface the server keeps running: the `wireguard` health check reports why, and the hub
 //! retries.
+//!
+//! Isolation: the hub turns forwarding off on its interface as it brings it up, and checks
+//! every [`ISOLATION_CHECK_EVERY`] that it stays off, so devices reach the server's own
+//! addresses and never each other, whatever the host's `ip_forward` (docs/security.md, "Data
+//! plane").
+//!
+//! The key: devices pin the server's public key, so a server with enrolled devices never
+//! creates a new key on its own. A missing `WATCHGRID_WG_CONFIG` is replaced only on a server
+//! without devices; otherwise the `wireguard` check fails naming the file, and the hub brings
+//! up nothing until the file is restored (or `watchgrid-server wireguard rekey` is run).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -28,6 +38,36 @@ pub const FULL_RECONCILE_EVERY: Duration = Duration::from_secs(60);
 pub const PEER_BATCH: usize = 5_000;
 /// Retry creating a missing interface this often.
 const REOPEN_EVERY: Duration = Duration::from_secs(30);
+/// Check this often that forwarding is still off on the interface: writing the host's
+/// `net.ipv4.ip_forward` resets every interface's own setting.
+pub const ISOLATION_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// Where the server's WireGuard key stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum KeyState {
+    /// Read from `WATCHGRID_WG_CONFIG`.
+    Loaded,
+    /// The file was missing at start; the hub's key is a candidate, written only once the
+    /// device index shows that no device pins an older key.
+    Missing,
+    /// The file is missing and devices are enrolled: the reason, for the health check.
+    Refused(String),
+}
+
+/// The server's WireGuard key cannot be handed out (it is being settled at start-up, or its
+/// file is missing while devices are enrolled). Public message only; the health check and the
+/// log carry the detail.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "the server's WireGuard key is not available (see the wireguard health check); try again later"
+)]
+pub struct KeyUnavailable;
+
+impl From<KeyUnavailable> for crate::http::ApiError {
+    fn from(err: KeyUnavailable) -> Self {
+        crate::http::ApiError::Unavailable(err.to_string())
+    }
+}
 
 /// Where the hub stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +91,7 @@ pub struct Hub {
     config: FleetConfig,
     private_key: PrivateKey,
     public_key: PublicKey,
+    key_state: RwLock<KeyState>,
     backend: Mutex<Option<Arc<dyn Backend>>>,
     status: RwLock<HubStatus>,
     changes: Mutex<Vec<Change>>,
@@ -61,14 +102,20 @@ pub struct Hub {
     metrics: Arc<Metrics>,
 }
 
-/// Load the server's key from `path` (wg-quick format), or create the file (mode 0600) with a
-/// new key on first start.
-pub fn load_or_create_key(path: &Path, config: &FleetConfig) -> Result<PrivateKey, String> {
-    if path.exists() {
-        let file = WgQuickConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        return Ok(file.interface.private_key);
+/// Read the server's key from `path` (wg-quick format); `None` when there is no such file. A
+/// new key is never created here: see [`Hub::settle_key`].
+pub fn load_key(path: &Path) -> Result<Option<PrivateKey>, String> {
+    match std::fs::symlink_metadata(path) {
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(err) => return Err(format!("{}: {err}", path.display())),
+        Ok(_) => {}
     }
-    let private_key = PrivateKey::generate();
+    let file = WgQuickConfig::load(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Some(file.interface.private_key))
+}
+
+/// Write `private_key` as the server's wg-quick file (mode 0600, atomically).
+pub fn save_key(path: &Path, private_key: &PrivateKey, config: &FleetConfig) -> Result<(), String> {
     let file = WgQuickConfig {
         interface: InterfaceSection {
             private_key: private_key.clone(),
@@ -80,9 +127,76 @@ pub fn load_or_create_key(path: &Path, config: &FleetConfig) -> Result<PrivateKe
         peers: vec![],
     };
     file.save(path)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-    tracing::info!(path = %path.display(), "created the server's WireGuard key");
-    Ok(private_key)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
+}
+
+/// Why a server refuses to replace its missing key: the file, the restore procedure and the
+/// deliberate alternative.
+pub fn missing_key_reason(path: &Path, devices: usize) -> String {
+    format!(
+        "the server's WireGuard key file {} (WATCHGRID_WG_CONFIG) is missing, but {devices} \
+         enrolled device(s) pin its key: restore the file from your backup and restart the \
+         server (docs/production.md, \"The WireGuard key\"); to re-key on purpose instead, run \
+         `watchgrid-server wireguard rekey` (every device must then re-enroll). A new key is \
+         never generated in its place",
+        path.display()
+    )
+}
+
+/// What `watchgrid-server wireguard rekey` did.
+#[derive(Debug, Clone)]
+pub struct Rekeyed {
+    /// The key the file held, if it held a readable one.
+    pub old_public_key: Option<PublicKey>,
+    pub new_public_key: PublicKey,
+    /// Devices that pinned the old key: each must re-enroll.
+    pub devices: usize,
+}
+
+/// A deliberate re-key: a new key replaces `WATCHGRID_WG_CONFIG` (or the missing file), audited
+/// as `wireguard.rekey` in the transaction that commits only once the file is written. Every
+/// enrolled device pinned the old key and refuses the new one until it re-enrolls.
+pub async fn rekey(
+    config: &FleetConfig,
+    db: &watchgrid_store::Database,
+) -> anyhow::Result<Rekeyed> {
+    let path = &config.wg_config;
+    // A damaged file is replaced like a missing one: re-keying is what repairs it.
+    let old_public_key = load_key(path)
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "the current key file is unreadable; replacing it"),
+        )
+        .ok()
+        .flatten()
+        .map(|key| key.public_key());
+    let devices = watchgrid_store::devices::all_devices(db).await?.len();
+    let private_key = PrivateKey::generate();
+    let new_public_key = private_key.public_key();
+    let mut ctx = crate::audit::AuditContext::system();
+    ctx.actor = "watchgrid-server wireguard rekey".to_owned();
+    let details = serde_json::json!({
+        "file": path.display().to_string(),
+        "old_public_key": old_public_key.map(|k| k.to_string()),
+        "new_public_key": new_public_key.to_string(),
+        "devices_to_re_enroll": devices,
+    });
+    let entry = ctx.entry(
+        "wireguard.rekey",
+        "wireguard",
+        Some(new_public_key.to_string()),
+        true,
+        details,
+    );
+    let mut tx = db.begin().await?;
+    watchgrid_store::audit::record(&mut tx, &entry).await?;
+    save_key(path, &private_key, config).map_err(anyhow::Error::msg)?;
+    tx.commit().await?;
+    tracing::warn!(path = %path.display(), public_key = %new_public_key, devices, "the server's WireGuard key was replaced on purpose; every device must re-enroll");
+    Ok(Rekeyed {
+        old_public_key,
+        new_public_key,
+        devices,
+    })
 }
 
 /// The server's address with the overlay's prefix: `100.64.0.1/10`.
@@ -101,7 +215,13 @@ pub fn device_peer(public_key: &str, ip: Ipv4Addr) -> Option<Peer> {
 }
 
 impl Hub {
-    pub fn new(config: FleetConfig, private_key: PrivateKey, metrics: Arc<Metrics>) -> Self {
+    /// A hub with the key read from `WATCHGRID_WG_CONFIG`, or `None` when that file is missing
+    /// (then a candidate key waits for [`Hub::settle_key`]).
+    pub fn new(config: FleetConfig, key: Option<PrivateKey>, metrics: Arc<Metrics>) -> Self {
+        let (private_key, key_state) = match key {
+            Some(key) => (key, KeyState::Loaded),
+            None => (PrivateKey::generate(), KeyState::Missing),
+        };
         let public_key = private_key.public_key();
         let status = if config.backend == WgBackendChoice::None {
             HubStatus::Disabled
@@ -112,6 +232,7 @@ impl Hub {
             config,
             private_key,
             public_key,
+            key_state: RwLock::new(key_state),
             backend: Mutex::new(None),
             status: RwLock::new(status),
             changes: Mutex::new(Vec::new()),
@@ -122,8 +243,54 @@ impl Hub {
         }
     }
 
-    pub fn public_key(&self) -> PublicKey {
-        self.public_key
+    /// The key devices pin; unavailable until it is settled (a missing file on a server with
+    /// devices is never replaced).
+    pub fn public_key(&self) -> Result<PublicKey, KeyUnavailable> {
+        match self.key_state() {
+            KeyState::Loaded => Ok(self.public_key),
+            KeyState::Missing | KeyState::Refused(_) => Err(KeyUnavailable),
+        }
+    }
+
+    fn key_state(&self) -> KeyState {
+        self.key_state
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether the key file was missing at start (the `wireguard` check then exists even on a
+    /// replica that drives no interface, to report a refusal).
+    pub fn key_was_missing(&self) -> bool {
+        self.key_state() != KeyState::Loaded
+    }
+
+    /// Decide about a key file that was missing at start, once the device index is loaded:
+    /// with no device enrolled the candidate key is written (first start); with devices it is
+    /// refused, because every one of them pins the lost key. An error (the file cannot be
+    /// written) is worth retrying.
+    pub fn settle_key(&self, enrolled_devices: usize) -> Result<(), String> {
+        if self.key_state() != KeyState::Missing {
+            return Ok(());
+        }
+        let path: &Path = &self.config.wg_config;
+        if enrolled_devices > 0 {
+            let reason = missing_key_reason(path, enrolled_devices);
+            tracing::error!(path = %path.display(), devices = enrolled_devices, "{reason}");
+            *self.key_state.write().unwrap_or_else(|p| p.into_inner()) = KeyState::Refused(reason);
+            return Ok(());
+        }
+        // Restored meanwhile: a restart picks it up; never overwrite it.
+        if load_key(path)?.is_some() {
+            return Err(format!(
+                "{} appeared while the server started; restart to use it",
+                path.display()
+            ));
+        }
+        save_key(path, &self.private_key, &self.config)?;
+        tracing::info!(path = %path.display(), public_key = %self.public_key, "created the server's WireGuard key (no device is enrolled yet)");
+        *self.key_state.write().unwrap_or_else(|p| p.into_inner()) = KeyState::Loaded;
+        Ok(())
     }
 
     pub fn status(&self) -> HubStatus {
@@ -166,7 +333,9 @@ impl Hub {
     }
 
     fn push(&self, change: Change) {
-        if self.status() == HubStatus::Disabled {
+        // Nothing applies changes without an interface (no backend, or a refused key).
+        if self.status() == HubStatus::Disabled || matches!(self.key_state(), KeyState::Refused(_))
+        {
             return;
         }
         self.changes
@@ -178,6 +347,9 @@ impl Hub {
 
     /// The `wireguard` health check.
     pub fn check(&self) -> Result<(), String> {
+        if let KeyState::Refused(reason) = self.key_state() {
+            return Err(reason);
+        }
         match self.status() {
             HubStatus::Disabled | HubStatus::Up => {}
             HubStatus::Starting => return Err("the interface is being created".into()),
@@ -210,9 +382,38 @@ impl Hub {
             addresses: vec![IpNet::V4(server_net(&self.config))],
             mtu: None,
         };
-        watchgrid_wireguard::open(&spec, kind)
+        let backend: Arc<dyn Backend> = watchgrid_wireguard::open(&spec, kind)
             .map(Arc::from)
-            .map_err(|e| format!("cannot bring up {}: {e}", self.config.interface))
+            .map_err(|e| format!("cannot bring up {}: {e}", self.config.interface))?;
+        // Fail closed: an interface that might forward between devices is not brought up.
+        watchgrid_wireguard::disable_forwarding(&self.config.interface).map_err(|e| {
+            format!(
+                "cannot turn forwarding off on {} (devices would reach each other): {e}",
+                self.config.interface
+            )
+        })?;
+        Ok(backend)
+    }
+
+    /// Turn forwarding off again if something turned it on (writing the host's
+    /// `net.ipv4.ip_forward` resets every interface's own value).
+    async fn enforce_isolation(&self) -> Result<(), String> {
+        let interface = self.config.interface.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            watchgrid_wireguard::disable_forwarding(&interface)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| {
+            format!(
+                "cannot keep forwarding off on {} (devices would reach each other): {e}",
+                self.config.interface
+            )
+        })?;
+        if changed {
+            tracing::warn!(interface = %self.config.interface, "forwarding had been turned on on the WireGuard interface (was net.ipv4.ip_forward written?); turned it off again");
+        }
+        Ok(())
     }
 
     /// Bring the interface up and keep its peers equal to `index`, until the process ends.
@@ -220,6 +421,11 @@ impl Hub {
         let index = &fleet.index;
         if self.status() == HubStatus::Disabled {
             tracing::warn!("WATCHGRID_WG_BACKEND=none: this server drives no WireGuard interface");
+            return;
+        }
+        if self.key_state() != KeyState::Loaded {
+            // A refused key (or one never settled) brings up nothing: devices would see a
+            // stranger's key. The health check says why.
             return;
         }
         let mut last_full = Instant::now() - FULL_RECONCILE_EVERY;
@@ -263,8 +469,16 @@ impl Hub {
                     }
                 }
             }
-            let wait = FULL_RECONCILE_EVERY.saturating_sub(last_full.elapsed());
+            let wait = FULL_RECONCILE_EVERY
+                .saturating_sub(last_full.elapsed())
+                .min(ISOLATION_CHECK_EVERY);
             let _ = tokio::time::timeout(wait, self.wake.notified()).await;
+            if let Err(reason) = self.enforce_isolation().await {
+                tracing::error!(%reason, "recreating the WireGuard interface");
+                *self.backend.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.set_status(HubStatus::Failed(reason));
+                continue;
+            }
             if self
                 .full_requested
                 .load(std::sync::atomic::Ordering::SeqCst)

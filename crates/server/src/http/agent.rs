@@ -31,16 +31,17 @@ pub const CREDENTIAL_PREFIX: &str = "wgd_";
 /// How often a registration retries after losing a race for a name or an address.
 const REGISTRATION_ATTEMPTS: usize = 8;
 
-#[utoipa::path(get, path = "/api/agent/server-info", tag = "agent", responses((status = 200, body = ServerInfo)))]
+#[utoipa::path(get, path = "/api/agent/server-info", tag = "agent", responses((status = 200, body = ServerInfo),
+    (status = 503, description = "The server's WireGuard key is not available (its file is missing while devices are enrolled)", body = ErrorBody)))]
 /// The server's WireGuard identity, which agents compare with the key they pinned.
-pub async fn server_info(State(state): State<AppState>) -> Json<ServerInfo> {
+pub async fn server_info(State(state): State<AppState>) -> ApiResult<Json<ServerInfo>> {
     let fleet = &state.fleet;
-    Json(ServerInfo {
-        server_public_key: fleet.hub.public_key().to_string(),
+    Ok(Json(ServerInfo {
+        server_public_key: fleet.hub.public_key()?.to_string(),
         server_endpoint: fleet.config.endpoint.clone(),
         server_overlay_ip: fleet.config.server_ip().to_string(),
         overlay_cidr: fleet.config.overlay.to_string(),
-    })
+    }))
 }
 
 fn check_text(
@@ -83,6 +84,7 @@ fn token_error(problem: TokenProblem) -> (&'static str, ApiError) {
         (status = 422, body = ErrorBody),
         (status = 409, description = "The tenant has reached WATCHGRID_MAX_DEVICES_PER_TENANT", body = ErrorBody),
         (status = 429, description = "A registration rate limit (per address, per token, all clients); see Retry-After", body = ErrorBody),
+        (status = 503, description = "The server's WireGuard key is not available (its file is missing while devices are enrolled)", body = ErrorBody),
     )
 )]
 /// `POST /api/agent/register`: enroll a device with an onboarding token. Registering again
@@ -105,6 +107,8 @@ pub async fn register(
         .limits
         .check_addr(Limiter::Registration, client)
         .map_err(rate_limited)?;
+    // A device must never pin a key the server cannot keep (a replaced, lost key file).
+    let server_key = state.fleet.hub.public_key()?;
     let mut problems = Vec::new();
     check_text(&mut problems, "hostname", &body.hostname, 253, true);
     check_text(&mut problems, "os", &body.os, 200, false);
@@ -191,7 +195,7 @@ pub async fn register(
                     row.overlay_ip,
                     fleet.config.overlay.prefix_len()
                 ),
-                server_public_key: fleet.hub.public_key().to_string(),
+                server_public_key: server_key.to_string(),
                 server_endpoint: fleet.config.endpoint.clone(),
                 server_overlay_ip: fleet.config.server_ip().to_string(),
                 agent_api: format!("http://{}", fleet.config.agent_listen),

@@ -22,6 +22,7 @@ use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, AuditContext, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash};
 use crate::auth::{ClientAddr, Principal, Scope};
+use crate::fleet::hub::KeyUnavailable;
 use crate::fleet::{DeviceEntry, Fleet};
 use crate::state::AppState;
 
@@ -245,24 +246,30 @@ pub async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A wg-quick file for a plain device: its address, the server as its one peer, the whole
-/// overlay routed through it. Without the private key the line is a placeholder.
-pub fn plain_config(fleet: &Fleet, overlay_ip: &str, private_key: Option<&str>) -> String {
+/// A wg-quick file for a plain device: its address and the server as its one peer, allowed
+/// only the server's overlay address (devices do not reach each other; docs/security.md, "Data
+/// plane"). Without the private key the line is a placeholder.
+pub fn plain_config(
+    fleet: &Fleet,
+    overlay_ip: &str,
+    private_key: Option<&str>,
+) -> Result<String, KeyUnavailable> {
+    let server = fleet.hub.public_key()?;
     let key_line = match private_key {
         Some(key) => format!("PrivateKey = {key}"),
         None => "# PrivateKey = <the private key of this device; it is not stored on the server>"
             .to_owned(),
     };
-    format!(
-        "[Interface]\n{key_line}\nAddress = {overlay_ip}/32\n\n[Peer]\nPublicKey = {server}\nEndpoint = {endpoint}\nAllowedIPs = {overlay}\nPersistentKeepalive = 25\n",
-        server = fleet.hub.public_key(),
+    Ok(format!(
+        "[Interface]\n{key_line}\nAddress = {overlay_ip}/32\n\n[Peer]\nPublicKey = {server}\nEndpoint = {endpoint}\nAllowedIPs = {server_ip}/32\nPersistentKeepalive = 25\n",
         endpoint = fleet.config.endpoint,
-        overlay = fleet.config.overlay,
-    )
+        server_ip = fleet.config.server_ip(),
+    ))
 }
 
 #[utoipa::path(post, path = "/api/devices", tag = "devices", security(("bearer" = [])), request_body = CreatePlainDevice,
-    responses((status = 201, body = CreatedPlainDevice), (status = 409, description = "The name or key is taken, no address is free, or the tenant has reached WATCHGRID_MAX_DEVICES_PER_TENANT", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, description = "The tenant's device-creation rate limit; see Retry-After", body = ErrorBody)))]
+    responses((status = 201, body = CreatedPlainDevice), (status = 409, description = "The name or key is taken, no address is free, or the tenant has reached WATCHGRID_MAX_DEVICES_PER_TENANT", body = ErrorBody), (status = 422, body = ErrorBody), (status = 429, description = "The tenant's device-creation rate limit; see Retry-After", body = ErrorBody),
+        (status = 503, description = "The server's WireGuard key is not available (its file is missing while devices are enrolled)", body = ErrorBody)))]
 /// A device without the agent (a phone, a router): a record and a wg-quick file for it.
 /// Limited per tenant in number and in rate, so one tenant cannot take the shared overlay.
 pub async fn create_plain(
@@ -274,6 +281,8 @@ pub async fn create_plain(
 ) -> ApiResult<(StatusCode, Json<CreatedPlainDevice>)> {
     let ctx = AuditContext::new(&principal, Some(&scope), client);
     let fleet = state.fleet.clone();
+    // No device is created that would pin a key the server cannot keep.
+    fleet.hub.public_key()?;
     let mut reserved = None;
     let result = audited(
         &state.db,
@@ -375,7 +384,7 @@ pub async fn create_plain(
         &row.wg_public_key,
         reserved.unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
     );
-    let config = plain_config(&fleet, &row.overlay_ip, private_key.as_deref());
+    let config = plain_config(&fleet, &row.overlay_ip, private_key.as_deref())?;
     Ok((
         StatusCode::CREATED,
         Json(CreatedPlainDevice {
@@ -395,7 +404,7 @@ pub async fn wireguard_config(
     let row = devices::device(&state.db, scope.tenant.id, parse_id(&id)?)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let config = plain_config(&state.fleet, &row.overlay_ip, None);
+    let config = plain_config(&state.fleet, &row.overlay_ip, None)?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
