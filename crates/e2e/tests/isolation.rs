@@ -1,8 +1,8 @@
 //! Isolation in the data plane, for real: the server's namespace forwards IPv4
 //! (`net.ipv4.ip_forward=1`), two devices of tenant `default` and one of tenant `globex` are
 //! enrolled in their own namespaces. Each device's server peer is allowed the server's overlay
-//! address only; even a device that widens its own AllowedIPs to the whole overlay cannot ping
-//! or open TCP to another device of either tenant, because the server forwards nothing
+//! address only; even when every device widens its AllowedIPs to the whole overlay, none can
+//! ping or open TCP to another device of either tenant, because the server forwards nothing
 //! received on its WireGuard interface — also after the host's `ip_forward` is written again.
 //! The server itself stays reachable: ping, the agent API (heartbeats) and Magic DNS.
 
@@ -176,19 +176,41 @@ fn devices_reach_the_server_and_never_each_other() {
         );
     }
 
-    // A device that widens its own AllowedIPs to the whole overlay still reaches no other device.
-    agents[0]
-        .ns
-        .exec_ok(&[
-            "wg",
-            "set",
-            &agents[0].interface,
-            "peer",
-            server_key,
-            "allowed-ips",
-            "100.64.0.0/10",
-        ])
-        .unwrap();
+    // Devices that widen their AllowedIPs to the whole overlay (as agents before this release
+    // and old plain configs did, or a hostile peer would) still reach no other device: what
+    // stops them now is the server, which forwards nothing. (boringtun refuses `wg set` on an
+    // existing peer: remove it and add it back wider.)
+    let endpoint = format!("{SERVER_LAN}:51820");
+    for agent in &agents {
+        let iface = agent.interface.as_str();
+        agent
+            .ns
+            .exec_ok(&["wg", "set", iface, "peer", server_key, "remove"])
+            .unwrap();
+        agent
+            .ns
+            .exec_ok(&[
+                "wg",
+                "set",
+                iface,
+                "peer",
+                server_key,
+                "allowed-ips",
+                "100.64.0.0/10",
+                "endpoint",
+                &endpoint,
+                "persistent-keepalive",
+                "25",
+            ])
+            .unwrap();
+    }
+    for agent in &agents {
+        wait_for(
+            "the widened tunnel to reach the server",
+            Duration::from_secs(30),
+            || ping(&agent.ns, SERVER_IP).then_some(()),
+        );
+    }
     let isolated = |from: usize| {
         for to in 0..agents.len() {
             if to == from {
@@ -211,9 +233,11 @@ fn devices_reach_the_server_and_never_each_other() {
     }
 
     // Writing the host's ip_forward resets every interface's value; the hub turns its own off
-    // again within seconds.
-    srv.exec_ok(&["sysctl", "-w", "net.ipv4.ip_forward=1"])
-        .unwrap();
+    // again within seconds. (The kernel resets them only on a change, so toggle it.)
+    for value in ["0", "1"] {
+        srv.exec_ok(&["sysctl", "-w", &format!("net.ipv4.ip_forward={value}")])
+            .unwrap();
+    }
     wait_for_or(
         "forwarding off again on the server's interface",
         Duration::from_secs(20),
