@@ -212,19 +212,14 @@ fn devices_reach_the_server_and_never_each_other() {
         );
     }
     let isolated = |from: usize| {
-        for to in 0..agents.len() {
-            if to == from {
-                continue;
-            }
+        for (to, target) in ips.iter().enumerate().filter(|(to, _)| *to != from) {
             assert!(
-                !ping(&agents[from].ns, &ips[to]),
-                "device {from} pinged device {to} ({})",
-                ips[to]
+                !ping(&agents[from].ns, target),
+                "device {from} pinged device {to} ({target})"
             );
             assert!(
-                !tcp_connects(&agents[from].ns, &ips[to], PROBE_PORT),
-                "device {from} opened TCP to device {to} ({})",
-                ips[to]
+                !tcp_connects(&agents[from].ns, target, PROBE_PORT),
+                "device {from} opened TCP to device {to} ({target})"
             );
         }
     };
