@@ -30,15 +30,17 @@ async fn health_and_readiness_are_ok(backend: TestBackend) {
     let app = TestApp::new(backend).await;
     let health = app.get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK, "{}", health.body);
+    // A fresh data directory has no WireGuard key yet: the `wireguard` check reports the
+    // first-start decision (key created, no device enrolled) even with no interface to drive.
     assert_eq!(
         health.json(),
-        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok"}})
+        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok", "wireguard": "ok"}})
     );
     let ready = app.get("/readyz").await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(
         ready.json(),
-        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok", "migrations": "ok"}, "migrations": "ok"})
+        serde_json::json!({"status": "ok", "checks": {"db": "ok", "ssh_ca": "ok", "wireguard": "ok", "migrations": "ok"}, "migrations": "ok"})
     );
 }
 

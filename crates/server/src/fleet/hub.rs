@@ -89,8 +89,9 @@ enum Change {
 #[derive(Debug)]
 pub struct Hub {
     config: FleetConfig,
-    private_key: PrivateKey,
-    public_key: PublicKey,
+    /// Replaced only by [`Hub::settle_key`], when another replica sharing the data directory
+    /// wrote the first key while this one started.
+    keys: RwLock<(PrivateKey, PublicKey)>,
     key_state: RwLock<KeyState>,
     backend: Mutex<Option<Arc<dyn Backend>>>,
     status: RwLock<HubStatus>,
@@ -230,8 +231,7 @@ impl Hub {
         };
         Self {
             config,
-            private_key,
-            public_key,
+            keys: RwLock::new((private_key, public_key)),
             key_state: RwLock::new(key_state),
             backend: Mutex::new(None),
             status: RwLock::new(status),
@@ -247,9 +247,13 @@ impl Hub {
     /// devices is never replaced).
     pub fn public_key(&self) -> Result<PublicKey, KeyUnavailable> {
         match self.key_state() {
-            KeyState::Loaded => Ok(self.public_key),
+            KeyState::Loaded => Ok(self.keys().1),
             KeyState::Missing | KeyState::Refused(_) => Err(KeyUnavailable),
         }
+    }
+
+    fn keys(&self) -> (PrivateKey, PublicKey) {
+        self.keys.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     fn key_state(&self) -> KeyState {
@@ -280,15 +284,17 @@ impl Hub {
             *self.key_state.write().unwrap_or_else(|p| p.into_inner()) = KeyState::Refused(reason);
             return Ok(());
         }
-        // Restored meanwhile: a restart picks it up; never overwrite it.
-        if load_key(path)?.is_some() {
-            return Err(format!(
-                "{} appeared while the server started; restart to use it",
-                path.display()
-            ));
+        // Written meanwhile (another replica on the same data directory, or a restore): adopt
+        // it, never overwrite it.
+        if let Some(key) = load_key(path)? {
+            let public_key = key.public_key();
+            *self.keys.write().unwrap_or_else(|p| p.into_inner()) = (key, public_key);
+            tracing::info!(path = %path.display(), public_key = %public_key, "adopted the server's WireGuard key written while this server started");
+        } else {
+            let (private_key, public_key) = self.keys();
+            save_key(path, &private_key, &self.config)?;
+            tracing::info!(path = %path.display(), public_key = %public_key, "created the server's WireGuard key (no device is enrolled yet)");
         }
-        save_key(path, &self.private_key, &self.config)?;
-        tracing::info!(path = %path.display(), public_key = %self.public_key, "created the server's WireGuard key (no device is enrolled yet)");
         *self.key_state.write().unwrap_or_else(|p| p.into_inner()) = KeyState::Loaded;
         Ok(())
     }
@@ -377,7 +383,7 @@ impl Hub {
         };
         let spec = InterfaceSpec {
             name: self.config.interface.clone(),
-            private_key: self.private_key.clone(),
+            private_key: self.keys().0,
             listen_port: Some(self.config.listen_port),
             addresses: vec![IpNet::V4(server_net(&self.config))],
             mtu: None,
@@ -437,7 +443,7 @@ impl Hub {
                     .unwrap_or_else(|e| Err(e.to_string()));
                 match opened {
                     Ok(backend) => {
-                        tracing::info!(interface = %self.config.interface, public_key = %self.public_key, "WireGuard interface up");
+                        tracing::info!(interface = %self.config.interface, public_key = %self.keys().1, "WireGuard interface up");
                         *self.backend.lock().unwrap_or_else(|p| p.into_inner()) = Some(backend);
                         self.set_status(HubStatus::Up);
                         last_full = Instant::now() - FULL_RECONCILE_EVERY;
