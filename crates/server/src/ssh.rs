@@ -360,7 +360,18 @@ impl SshAuthority {
                 Err(err) => return Err(err),
             }
         }
+        // The health check knows the records from the start, so that a database outage right
+        // after start-up still leaves it something to check the files against.
+        let cas = store::all_live_cas(db, Utc::now()).await?;
+        self.remember_live_cas(cas);
         Ok(())
+    }
+
+    fn remember_live_cas(&self, cas: Vec<(String, CaRow)>) {
+        match self.last_live_cas.lock() {
+            Ok(mut last) => *last = Some(cas),
+            Err(poisoned) => *poisoned.into_inner() = Some(cas),
+        }
     }
 
     /// The `ssh_ca` health check: every live CA's files exist and match their records. If the
@@ -373,9 +384,7 @@ impl SshAuthority {
             tokio::time::timeout(HEALTH_RECORDS_DEADLINE, store::all_live_cas(db, now)).await;
         let cas = match read {
             Ok(Ok(cas)) => {
-                if let Ok(mut last) = self.last_live_cas.lock() {
-                    *last = Some(cas.clone());
-                }
+                self.remember_live_cas(cas.clone());
                 cas
             }
             Ok(Err(err)) => {
