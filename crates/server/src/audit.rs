@@ -10,7 +10,7 @@ use watchgrid_store::audit::{self, NewAuditEntry};
 use watchgrid_store::{Database, Tx};
 
 use crate::auth::{ClientAddr, Principal, Scope};
-use crate::http::ApiError;
+use crate::http::{validate, ApiError};
 
 /// Who acts, where and from which address: the fixed part of an audit row.
 #[derive(Debug, Clone)]
@@ -49,16 +49,18 @@ impl AuditContext {
         success: bool,
         details: Value,
     ) -> NewAuditEntry {
+        // The target and details may quote the request (a failed attempt's invalid name): bound
+        // them and escape NULs, so the row is written on both backends and stays small.
         NewAuditEntry {
             admin_user: self.actor.clone(),
             action: action.to_owned(),
             resource_type: resource_type.to_owned(),
-            resource_id,
+            resource_id: resource_id.as_deref().map(validate::bounded),
             tenant_id: self.tenant_id,
             tenant: self.tenant.clone(),
             client_addr: self.client_addr.clone(),
             success,
-            details,
+            details: validate::bounded_json(details),
         }
     }
 }

@@ -1,7 +1,9 @@
 //! The server's Prometheus metrics, exposed at `/metrics` in the text format.
 //!
 //! Label values are bounded: `route` is the matched route template (or `unmatched`), never the
-//! raw path, so a client cannot grow the series count by requesting random URLs.
+//! raw path, and `method` is one of [`HTTP_METHODS`] or `other`, never the raw method, so a
+//! client cannot grow the series count by requesting random URLs or inventing methods. Every
+//! other label takes its values from a fixed list of `&'static str`.
 
 use std::sync::atomic::AtomicI64;
 use std::sync::Arc;
@@ -18,8 +20,24 @@ use watchgrid_store::PoolStats;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
     pub status: u16,
+}
+
+/// The methods that get their own `method` label value; any other is [`OTHER_METHOD`].
+pub const HTTP_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
+];
+
+/// The `method` label of every method outside [`HTTP_METHODS`] (hyper accepts any token).
+pub const OTHER_METHOD: &str = "other";
+
+/// The `method` label for `method`: bounded, whatever the client sent.
+pub fn method_label(method: &axum::http::Method) -> &'static str {
+    HTTP_METHODS
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or(OTHER_METHOD)
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,7 +83,7 @@ impl LoginFailure {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
     pub route: String,
-    pub method: String,
+    pub method: &'static str,
 }
 
 /// Every series the server exports. Built once and shared through the application state.

@@ -63,3 +63,146 @@ fn the_server_serves_the_same_document() {
     let served = runtime.block_on(watchgrid_server::http::openapi::openapi_json());
     assert_eq!(serde_json::to_value(served.0).unwrap(), document());
 }
+
+/// Every operation of the document with its method and path.
+fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+    let mut all = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            all.push((method.to_uppercase(), path.clone(), op.clone()));
+        }
+    }
+    all
+}
+
+#[test]
+fn operation_ids_are_unique() {
+    let doc = document();
+    let mut seen = BTreeSet::new();
+    for (method, path, op) in operations(&doc) {
+        let id = op["operationId"].as_str().unwrap().to_owned();
+        assert!(
+            seen.insert(id.clone()),
+            "{method} {path}: operationId {id} repeats"
+        );
+    }
+}
+
+#[test]
+fn every_operation_lists_the_statuses_its_layers_answer() {
+    use watchgrid_server::auth::Access;
+    let doc = document();
+    let table = watchgrid_server::http::route_table();
+    let agent = watchgrid_server::http::agent_route_table();
+    for (method, path, op) in operations(&doc) {
+        let route = table
+            .routes
+            .iter()
+            .chain(agent.routes.iter())
+            .find(|r| r.path == path && r.method.as_str() == method)
+            .unwrap();
+        let statuses: BTreeSet<&str> = op["responses"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut expected = vec![];
+        match route.access {
+            Access::Public(_) | Access::PublicSelfLimited => expected.push("429"),
+            Access::Authenticated | Access::Device => expected.push("401"),
+            Access::Superadmin => expected.extend(["401", "403"]),
+            Access::Tenant(_) => expected.extend(["400", "401", "403", "404"]),
+        }
+        if op.get("requestBody").is_some() {
+            expected.extend(["400", "413", "415", "422"]);
+        }
+        for status in expected {
+            assert!(
+                statuses.contains(status),
+                "{method} {path} does not list {status}: {statuses:?}"
+            );
+        }
+        // Error statuses are described by the envelope.
+        for (status, response) in op["responses"].as_object().unwrap() {
+            if status.starts_with('4') || status.starts_with('5') {
+                let schema = &response["content"]["application/json"]["schema"]["$ref"];
+                let is_health = path == "/healthz" || path == "/readyz";
+                assert!(
+                    is_health || schema == "#/components/schemas/ErrorBody",
+                    "{method} {path} {status} has no envelope"
+                );
+            }
+        }
+        if matches!(route.access, Access::Tenant(_)) {
+            let header = op["parameters"].as_array().unwrap().iter().any(|p| {
+                p["in"] == "header"
+                    && p["name"]
+                        .as_str()
+                        .unwrap()
+                        .eq_ignore_ascii_case("x-watchgrid-tenant")
+            });
+            assert!(
+                header,
+                "{method} {path} does not declare X-Watchgrid-Tenant"
+            );
+        }
+    }
+}
+
+#[test]
+fn parameters_carry_their_real_constraints() {
+    let doc = document();
+    let mut limits = 0;
+    for (method, path, op) in operations(&doc) {
+        for param in op["parameters"].as_array().into_iter().flatten() {
+            if param["in"] == "query" && param["name"] == "limit" {
+                limits += 1;
+                assert_eq!(param["schema"]["minimum"], 1, "{method} {path}");
+                assert_eq!(param["schema"]["maximum"], 500, "{method} {path}");
+            }
+        }
+    }
+    assert!(limits >= 4, "{limits} paged lists");
+    let devices = &doc["paths"]["/api/devices"]["get"]["parameters"];
+    let status = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "status")
+        .unwrap();
+    assert_eq!(
+        status["schema"]["enum"],
+        serde_json::json!(["online", "offline", "pending", "unknown"])
+    );
+    let slug = &doc["components"]["schemas"]["CreateTenant"]["properties"]["slug"];
+    assert_eq!(slug["maxLength"], 63, "{slug}");
+    assert!(slug["pattern"].is_string(), "{slug}");
+}
+
+#[test]
+fn agent_operations_are_marked_as_served_on_the_agent_listener() {
+    let doc = document();
+    let agent: BTreeSet<_> = watchgrid_server::http::agent_route_table()
+        .routes
+        .iter()
+        .map(|r| (r.method.to_string(), r.path.to_owned()))
+        .collect();
+    for (method, path, op) in operations(&doc) {
+        let marked = op["x-watchgrid-listener"] == "agent";
+        let tagged = op["tags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "agent-api");
+        let on_agent = agent.contains(&(method.clone(), path.clone()));
+        assert_eq!(marked, on_agent, "{method} {path}");
+        assert_eq!(tagged, on_agent, "{method} {path}");
+        if on_agent {
+            assert!(op["servers"][0]["url"]
+                .as_str()
+                .unwrap()
+                .contains("agent_listen"));
+        }
+    }
+}

@@ -69,11 +69,20 @@ pub struct DnsRecord {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateDnsRecord {
     /// Relative to the tenant's zone: one or more labels of `a-z`, `0-9`, `-`, `_`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$",
+            min_length = 1,
+            max_length = 190
+        )
+    )]
     pub name: String,
     #[serde(rename = "type")]
     pub record_type: DnsRecordType,
     /// Seconds, 1 to 86400; 300 when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 86400))]
     pub ttl: Option<u32>,
     /// See [`DnsRecord::value`]. CNAME and SRV targets may be relative to the tenant's zone
     /// (`web`); absolute targets must lie inside it.

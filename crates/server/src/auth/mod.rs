@@ -28,6 +28,7 @@ use watchgrid_store::tenants::TenantRow;
 use watchgrid_store::{sessions, tenants, users};
 use watchgrid_wire::Role;
 
+use crate::http::extract::bearer_credential;
 use crate::http::ApiError;
 use crate::ratelimit::Limiter;
 use crate::state::AppState;
@@ -281,13 +282,7 @@ async fn check(
 
 /// Check the bearer credential: an API token (`wgt_...`) or a session's access token.
 pub async fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let token = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .ok_or(ApiError::Unauthorized)?;
+    let token = bearer_credential(headers).ok_or(ApiError::Unauthorized)?;
     let now = Utc::now();
     if token.starts_with(tokens::API_TOKEN_PREFIX) {
         let found = sessions::api_token_by_hash(&app.db, &tokens::secret_hash(token))
@@ -409,13 +404,7 @@ fn authenticate_device(
                 .get::<axum::extract::connect_info::MockConnectInfo<std::net::SocketAddr>>()
                 .map(|m| m.0.ip())
         });
-    let credential = request
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .ok_or(ApiError::Unauthorized)?;
+    let credential = bearer_credential(request.headers()).ok_or(ApiError::Unauthorized)?;
     let presented = tokens::secret_hash(credential);
     let device = match peer {
         Some(IpAddr::V4(ip)) => app.fleet.index.by_ip(ip),

@@ -59,6 +59,7 @@ async fn checked_set(
 ) -> Result<Vec<Record>, ApiError> {
     let zone = state.fleet.dns.tenant_zone(&scope.tenant.slug);
     let rows = dns::records_at(&mut *tx, scope.tenant.id, name).await?;
+    refuse_duplicates_and_self_aliases(&rows, name, &zone)?;
     // Against the database, under the tenant's name lock the caller holds: a device renamed
     // onto this name at this moment is either seen here or sees this CNAME.
     if rows
@@ -85,6 +86,37 @@ async fn checked_set(
             ApiError::invalid(field, reason)
         })?;
     Ok(records)
+}
+
+/// An identical record (same type and canonical value) at the name is a conflict: it would be
+/// answered twice. A CNAME to its own name is a loop that no resolver can follow.
+fn refuse_duplicates_and_self_aliases(
+    rows: &[DnsRecordRow],
+    name: &str,
+    tenant_zone: &str,
+) -> Result<(), ApiError> {
+    let own_name = format!("{name}.{tenant_zone}.");
+    if rows
+        .iter()
+        .any(|row| row.record_type == "CNAME" && row.value.eq_ignore_ascii_case(&own_name))
+    {
+        return Err(ApiError::invalid(
+            "value",
+            "a CNAME cannot point to its own name",
+        ));
+    }
+    for (index, row) in rows.iter().enumerate() {
+        if rows[..index]
+            .iter()
+            .any(|earlier| earlier.record_type == row.record_type && earlier.value == row.value)
+        {
+            return Err(ApiError::Conflict(format!(
+                "an identical {} record already exists at {name}",
+                row.record_type
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// After commit: Magic DNS answers the new record set from the next query on.

@@ -14,6 +14,7 @@
 //! | `PasswordChangeRequired` | 403 | `password_change_required` |
 //! | `NotFound` | 404 | `not_found` (also for another tenant's resources) |
 //! | `Conflict` | 409 | `conflict` |
+//! | `PayloadTooLarge` | 413 | `payload_too_large` |
 //! | `UnsupportedMediaType` | 415 | `unsupported_media_type` |
 //! | `RateLimited` | 429 | `rate_limited`, with `Retry-After` |
 //! | `Unavailable` | 503 | `unavailable` |
@@ -49,6 +50,8 @@ pub enum ApiError {
     NotFound,
     #[error("{0}")]
     Conflict(String),
+    #[error("the request body is larger than 1 MiB")]
+    PayloadTooLarge,
     #[error("the body must be JSON (content-type: application/json)")]
     UnsupportedMediaType,
     #[error("too many requests; retry after {retry_after_secs} s")]
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -99,7 +103,7 @@ impl ApiError {
 
     /// One invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        ApiError::Validation(vec![FieldError::new(field, reason)])
+        ApiError::Validation(vec![bounded_field(FieldError::new(field, reason))])
     }
 }
 
@@ -143,7 +147,8 @@ impl IntoResponse for ApiError {
         let code = self.code();
         let message = self.public_message();
         let (fields, detail) = match self {
-            ApiError::Validation(fields) => (fields, None),
+            // Reasons may quote the input (serde does); the answer stays small whatever came in.
+            ApiError::Validation(fields) => (fields.into_iter().map(bounded_field).collect(), None),
             ApiError::Internal(detail) | ApiError::Unavailable(detail) => (vec![], Some(detail)),
             _ => (vec![], None),
         };
@@ -167,6 +172,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// A field error whose name and reason are at most [`super::validate::MAX_QUOTED_CHARS`]
+/// characters long.
+pub fn bounded_field(error: FieldError) -> FieldError {
+    FieldError::new(
+        super::validate::bounded(&error.field),
+        super::validate::bounded(&error.reason),
+    )
 }
 
 /// What handlers return.

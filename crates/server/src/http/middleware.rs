@@ -43,7 +43,8 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .insert(RequestId(request_id.clone()));
     let client = client_addr(&request, &state.config.trusted_proxies);
     request.extensions_mut().insert(ClientAddr(client));
-    let method = request.method().as_str().to_owned();
+    // The bounded label, also in the span: an invented method must not grow the log lines.
+    let method = crate::metrics::method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -69,7 +70,7 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
         .http_requests
         .get_or_create(&HttpLabels {
             route: route.clone(),
-            method: method.clone(),
+            method,
             status: status.as_u16(),
         })
         .inc();

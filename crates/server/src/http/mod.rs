@@ -20,8 +20,9 @@ pub mod validate;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::Method;
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -29,7 +30,7 @@ use watchgrid_wire::Role;
 
 pub use error::{ApiError, ApiResult};
 
-use crate::auth::{Access, ApiRouter, AuthLayer, RouteTable};
+use crate::auth::{Access, ApiRouter, AuthLayer, ClientAddr, RouteTable};
 use crate::ratelimit::Limiter;
 use crate::state::AppState;
 
@@ -374,6 +375,10 @@ fn with_layers(routes: ApiRouter, state: AppState) -> Router {
         // Layers run bottom-up on the way in: `observe` is outermost so it sees (and wraps in
         // the envelope) every response, including timeouts and body-limit rejections;
         // `authorize` runs after routing, on the matched route's policy.
+        // After authorization (an anonymous caller learns nothing of the input rules).
+        .layer(axum::middleware::from_fn(
+            extract::refuse_control_characters,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             auth,
             crate::auth::authorize,
@@ -391,10 +396,27 @@ fn with_layers(routes: ApiRouter, state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn not_found() -> ApiError {
-    ApiError::NotFound
+/// Unknown routes and methods are public answers too: they take a token from the
+/// unauthenticated limiter, so a spray of invented paths or methods is refused (429) like any
+/// other flood.
+fn limit_unmatched(state: &AppState, client: ClientAddr) -> Result<(), ApiError> {
+    state
+        .limits
+        .check_addr(Limiter::Unauthenticated, client.0)
+        .map_err(|retry| ApiError::RateLimited {
+            retry_after_secs: retry.seconds(),
+        })
 }
 
-async fn method_not_allowed() -> axum::http::StatusCode {
-    axum::http::StatusCode::METHOD_NOT_ALLOWED
+async fn not_found(State(state): State<AppState>, client: ClientAddr) -> ApiError {
+    limit_unmatched(&state, client)
+        .err()
+        .unwrap_or(ApiError::NotFound)
+}
+
+async fn method_not_allowed(State(state): State<AppState>, client: ClientAddr) -> Response {
+    match limit_unmatched(&state, client) {
+        Ok(()) => axum::http::StatusCode::METHOD_NOT_ALLOWED.into_response(),
+        Err(err) => err.into_response(),
+    }
 }

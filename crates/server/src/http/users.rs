@@ -112,7 +112,9 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
     let ctx = AuditContext::new(&principal, Some(&scope), client);
-    let username = body.username.trim().to_lowercase();
+    // ASCII folding only: `to_lowercase` turns the Kelvin sign (U+212A) into `k`, so a
+    // look-alike would pass the ASCII-only rule below.
+    let username = body.username.trim().to_ascii_lowercase();
     // Validate and hash before the transaction: hashing is slow and needs no lock.
     let prepared = async || -> Result<Option<String>, ApiError> {
         let mut problems = Vec::new();
