@@ -79,3 +79,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# --- the API against its OpenAPI document (after the cargo tests; skipped for a subset run) ----
+if [ $# -eq 0 ]; then
+  scripts/schemathesis.sh
+fi
