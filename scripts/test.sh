@@ -33,6 +33,9 @@ command -v ssh-keygen >/dev/null || missing+=(openssh-client)
 command -v dig >/dev/null || missing+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null || missing+=(dnsmasq)
 command -v runuser >/dev/null || missing+=(util-linux)
+# The OpenAPI fuzzing run (scripts/schemathesis.sh) installs schemathesis into a venv.
+python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v psql >/dev/null || missing+=(postgresql-client)
 
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -78,6 +78,9 @@ impl AgentError {
     /// The server refused a request of `action` (a redirect included, reported by its status
     /// like any other refusal).
     pub fn api(action: &'static str, answer: ErrorAnswer) -> AgentError {
+        if let Some(line) = answer.wrong_base_url() {
+            return AgentError::Failed(format!("{action} failed: {line}"));
+        }
         AgentError::Api {
             action,
             status: answer.status,

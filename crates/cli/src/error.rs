@@ -70,6 +70,9 @@ impl From<FileError> for CliError {
 
 impl From<ErrorAnswer> for CliError {
     fn from(answer: ErrorAnswer) -> CliError {
+        if let Some(line) = answer.wrong_base_url() {
+            return CliError::Failed(line);
+        }
         CliError::Api {
             status: answer.status,
             detail: answer.detail,

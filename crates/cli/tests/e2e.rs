@@ -819,3 +819,43 @@ fn ssh_grants_end_to_end() {
         error_line(&unknown)
     );
 }
+
+/// A wrong `--server` says what is wrong with it: a path that is no API endpoint names the URL
+/// asked, and `https://` against the plain HTTP port says the server speaks HTTP there.
+#[test]
+fn a_wrong_server_url_is_named() {
+    let server = start_server();
+    let cli = Cli::new();
+    let wrong = format!("{}/wrong", server.url);
+    let out = cli.run(
+        &[
+            "--server",
+            &wrong,
+            "login",
+            "--username",
+            "admin",
+            "--password-stdin",
+        ],
+        ADMIN_PASSWORD,
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        error_line(&out),
+        format!(
+            "watchgrid: {wrong}/api/auth/login is not a Watchgrid API endpoint (404): pass \
+             --server the server's base URL, such as https://watchgrid.example.com"
+        )
+    );
+
+    let https = server.url.replace("http://", "https://");
+    let out = cli.run(&["--server", &https, "version"], "", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let line = error_line(&out);
+    assert!(
+        line.starts_with(&format!(
+            "watchgrid: cannot reach {https} : the server speaks plain HTTP on this port, not HTTPS"
+        )),
+        "{line}"
+    );
+}

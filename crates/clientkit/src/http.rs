@@ -48,6 +48,30 @@ pub fn transport_reason(err: &reqwest::Error) -> String {
     if err.is_timeout() {
         return "timed out".to_string();
     }
+    let reason = chain_reason(err);
+    if err.url().is_some_and(|url| url.scheme() == "https") && speaks_plain_http(&reason) {
+        return format!(
+            "the server speaks plain HTTP on this port, not HTTPS ({reason}): use http:// or \
+             the port TLS is served on"
+        );
+    }
+    reason
+}
+
+/// The TLS handshake got an answer that is no TLS record: an HTTP server (its `HTTP/1.1 400`)
+/// in rustls' and OpenSSL's words.
+fn speaks_plain_http(reason: &str) -> bool {
+    [
+        "InvalidContentType",
+        "corrupt message",
+        "wrong version number",
+        "packet length too long",
+    ]
+    .iter()
+    .any(|sign| reason.contains(sign))
+}
+
+fn chain_reason(err: &reqwest::Error) -> String {
     let mut innermost: Option<&(dyn std::error::Error + 'static)> = None;
     let mut source = std::error::Error::source(err);
     while let Some(cause) = source {
@@ -86,12 +110,15 @@ pub struct ErrorAnswer {
     pub retry_after: Option<u64>,
     /// `Location`, on a redirect (which the clients do not follow).
     pub location: Option<String>,
+    /// The URL that was asked.
+    pub url: String,
 }
 
 impl ErrorAnswer {
     /// Read a non-success answer: its status, the headers and the body as an error envelope.
     pub async fn read(response: Response) -> ErrorAnswer {
         let status = response.status().as_u16();
+        let url = response.url().to_string();
         let retry_after = retry_after(response.headers());
         let location = header_text(response.headers(), LOCATION);
         // A body that is not the envelope (a proxy's HTML page) leaves only the status to
@@ -106,7 +133,25 @@ impl ErrorAnswer {
             detail,
             retry_after,
             location,
+            url,
         }
+    }
+
+    /// A 404 that is no API answer (the server's `unknown_endpoint`, or a 404 without the
+    /// envelope from whatever else listens there): the base URL given is wrong. The line says
+    /// so, naming the URL asked.
+    pub fn wrong_base_url(&self) -> Option<String> {
+        let unknown = match &self.detail {
+            None => true,
+            Some(detail) => detail.code == "unknown_endpoint",
+        };
+        (self.status == 404 && unknown).then(|| {
+            format!(
+                "{} is not a Watchgrid API endpoint (404): pass --server the server's base URL, \
+                 such as https://watchgrid.example.com",
+                self.url
+            )
+        })
     }
 }
 
@@ -175,6 +220,32 @@ mod tests {
             request_id: Some("req-1".into()),
             fields,
         }
+    }
+
+    fn answer(status: u16, detail: Option<ErrorDetail>) -> ErrorAnswer {
+        ErrorAnswer {
+            status,
+            detail: detail.map(Box::new),
+            retry_after: None,
+            location: None,
+            url: "http://h:8080/wrong/api/auth/me".into(),
+        }
+    }
+
+    #[test]
+    fn only_route_404s_blame_the_base_url() {
+        let mut unknown = detail("no such API endpoint: /wrong/api/auth/me", vec![]);
+        unknown.code = "unknown_endpoint".into();
+        let line = answer(404, Some(unknown)).wrong_base_url().unwrap();
+        assert!(
+            line.starts_with("http://h:8080/wrong/api/auth/me is not a Watchgrid API endpoint"),
+            "{line}"
+        );
+        assert!(answer(404, None).wrong_base_url().is_some());
+        let mut missing = detail("not found", vec![]);
+        missing.code = "not_found".into();
+        assert_eq!(answer(404, Some(missing)).wrong_base_url(), None);
+        assert_eq!(answer(401, None).wrong_base_url(), None);
     }
 
     #[test]

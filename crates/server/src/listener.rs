@@ -9,6 +9,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
@@ -98,7 +100,7 @@ pub async fn serve(
             router.clone().oneshot(request)
         });
         let connection = http
-            .serve_connection(TokioIo::new(stream), service)
+            .serve_connection(Enveloped::new(TokioIo::new(stream), peer), service)
             .with_upgrades();
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
@@ -121,6 +123,163 @@ pub async fn serve(
     drop(stop_rx);
     let _ = stop_tx.send(true);
     stop_tx.closed().await;
+}
+
+/// hyper answers a request it cannot parse (headers beyond its buffer or its 100 fields, a URI
+/// too long, bad syntax) by itself, with an empty body, before the router sees anything. This
+/// wrapper of the connection replaces that answer with the API's error envelope, so every
+/// 4xx a client gets says what went wrong. Nothing else is touched: the answer is recognised
+/// as a whole write of a bodiless 400, 414 or 431 head, which the router never produces (the
+/// request middleware gives every error of its own an envelope).
+struct Enveloped<T> {
+    inner: T,
+    peer: SocketAddr,
+    /// The envelope answer and how much of it is written, once hyper's answer was replaced.
+    replacement: Option<(Vec<u8>, usize)>,
+}
+
+impl<T> Enveloped<T> {
+    fn new(inner: T, peer: SocketAddr) -> Self {
+        Self {
+            inner,
+            peer,
+            replacement: None,
+        }
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> Enveloped<T> {
+    /// Write what is left of the replacement.
+    fn drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if let Some((bytes, written)) = &mut self.replacement {
+            while *written < bytes.len() {
+                let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                *written += n;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Take hyper's write `buf` in place of the envelope if it is hyper's own parse-error
+    /// answer; `true` if so.
+    fn replaces(&mut self, buf: &[u8]) -> bool {
+        if self.replacement.is_some() {
+            return true;
+        }
+        match enveloped_parse_error(buf) {
+            Some((answer, status, request_id)) => {
+                tracing::info!(peer = %self.peer, status, %request_id, "refused a request that could not be read as HTTP/1.1");
+                self.replacement = Some((answer, 0));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for Enveloped<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for Enveloped<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        if this.replaces(buf) {
+            // hyper's bytes count as written; the envelope goes out instead.
+            ready!(this.drain(cx))?;
+            return Poll::Ready(Ok(buf.len()));
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        let mut parts = bufs.iter().filter(|b| !b.is_empty());
+        let only = match (parts.next(), parts.next()) {
+            (Some(first), None) => Some(&**first),
+            _ => None,
+        };
+        if this.replacement.is_some() || only.is_some_and(|head| this.replaces(head)) {
+            ready!(this.drain(cx))?;
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        Pin::new(&mut this.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.drain(cx))?;
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// If `head` is hyper's bodiless answer to a request it could not parse, the answer with the
+/// error envelope instead, its status and the request id it names.
+fn enveloped_parse_error(head: &[u8]) -> Option<(Vec<u8>, u16, String)> {
+    if head.len() > 1024 || !head.ends_with(b"\r\n\r\n") {
+        return None;
+    }
+    let head = std::str::from_utf8(head).ok()?.to_ascii_lowercase();
+    let status: u16 = head.strip_prefix("http/1.1 ")?.get(..3)?.parse().ok()?;
+    if !head.contains("\r\ncontent-length: 0\r\n") {
+        return None;
+    }
+    let (code, message) = match status {
+        400 => ("bad_request", "the request could not be read as HTTP/1.1"),
+        414 => ("uri_too_long", "the request's URI is too long"),
+        431 => (
+            "request_header_fields_too_large",
+            "the request's headers are too large (at most 100 fields in about 400 KiB)",
+        ),
+        _ => return None,
+    };
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body = serde_json::to_vec(&watchgrid_wire::ErrorBody {
+        error: watchgrid_wire::ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+            request_id: Some(request_id.clone()),
+            fields: Vec::new(),
+        },
+    })
+    .ok()?;
+    let reason = axum::http::StatusCode::from_u16(status)
+        .ok()?
+        .canonical_reason()
+        .unwrap_or("");
+    let mut answer = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\
+         x-request-id: {request_id}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    answer.extend_from_slice(&body);
+    Some((answer, status, request_id))
 }
 
 /// Per-connection errors (the peer gave up before `accept`) are normal; anything else (out of
@@ -151,12 +310,17 @@ mod tests {
     async fn start(policy: ConnectionPolicy) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
         let listener = bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
         let address = listener.local_addr().unwrap();
-        let router = Router::new().route(
-            "/peer",
-            axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
-                peer.to_string()
-            }),
-        );
+        let router = Router::new()
+            .route(
+                "/peer",
+                axum::routing::get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move {
+                    peer.to_string()
+                }),
+            )
+            .route(
+                "/empty",
+                axum::routing::get(|| async { axum::http::StatusCode::NO_CONTENT }),
+            );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(serve(listener, router, policy, async {
             let _ = stopped.await;
@@ -234,5 +398,69 @@ mod tests {
             .parse()
             .unwrap();
         assert_eq!(send_q, LISTEN_BACKLOG.min(somaxconn), "{text}");
+    }
+
+    /// Send `request` and read until the server closes the connection.
+    async fn exchange(address: SocketAddr, request: &[u8]) -> String {
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        // The server may answer and close before it has read everything.
+        let _ = stream.write_all(request).await;
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
+        let _ = read.await.unwrap();
+        String::from_utf8_lossy(&answer).into_owned()
+    }
+
+    fn envelope_of(answer: &str) -> serde_json::Value {
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert!(head.contains("content-type: application/json"), "{head}");
+        let length: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(length, body.len(), "{answer}");
+        let value: serde_json::Value = serde_json::from_str(body).unwrap();
+        let id = value["error"]["request_id"].as_str().unwrap();
+        assert!(head.contains(&format!("x-request-id: {id}")), "{head}");
+        value
+    }
+
+    #[tokio::test]
+    async fn requests_hyper_cannot_parse_get_the_error_envelope() {
+        let (address, _stop) = start(ConnectionPolicy::API).await;
+
+        let huge = format!(
+            "GET /peer HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n",
+            "a".repeat(2 * 1024 * 1024)
+        );
+        let answer = exchange(address, huge.as_bytes()).await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.200}");
+        let envelope = envelope_of(&answer);
+        assert_eq!(envelope["error"]["code"], "request_header_fields_too_large");
+
+        let many: String = (0..150).map(|i| format!("x-h{i}: v\r\n")).collect();
+        let answer = exchange(
+            address,
+            format!("GET /peer HTTP/1.1\r\nhost: x\r\n{many}\r\n").as_bytes(),
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 431 "), "{answer:.200}");
+        envelope_of(&answer);
+
+        let answer = exchange(address, b"NOT HTTP AT ALL\r\n\r\n").await;
+        assert!(answer.starts_with("HTTP/1.1 400 "), "{answer:.200}");
+        assert_eq!(envelope_of(&answer)["error"]["code"], "bad_request");
+
+        // The router's own answers pass untouched, a bodiless one included.
+        let answer = exchange(
+            address,
+            b"GET /empty HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 204 "), "{answer}");
+        assert!(answer.ends_with("\r\n\r\n"), "{answer}");
+        assert!(!answer.contains("application/json"), "{answer}");
     }
 }

@@ -109,7 +109,11 @@ async fn errors_use_the_envelope(backend: TestBackend) {
     let missing = app.get("/api/nothing-here").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     let body = missing.json();
-    assert_eq!(body["error"]["code"], "not_found");
+    assert_eq!(body["error"]["code"], "unknown_endpoint");
+    assert_eq!(
+        body["error"]["message"],
+        "no such API endpoint: /api/nothing-here"
+    );
     let request_id = body["error"]["request_id"].as_str().unwrap().to_owned();
     assert_eq!(missing.headers["x-request-id"], request_id.as_str());
 

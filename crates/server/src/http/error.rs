@@ -13,6 +13,7 @@
 //! | `Forbidden` | 403 | `forbidden` |
 //! | `PasswordChangeRequired` | 403 | `password_change_required` |
 //! | `NotFound` | 404 | `not_found` (also for another tenant's resources) |
+//! | `UnknownEndpoint` | 404 | `unknown_endpoint` (no route: a wrong base URL, mostly) |
 //! | `Conflict` | 409 | `conflict` |
 //! | `PayloadTooLarge` | 413 | `payload_too_large` |
 //! | `UnsupportedMediaType` | 415 | `unsupported_media_type` |
@@ -48,6 +49,9 @@ pub enum ApiError {
     PasswordChangeRequired,
     #[error("not found")]
     NotFound,
+    /// No route matches the path: the client's base URL is wrong, mostly.
+    #[error("no such API endpoint: {0}")]
+    UnknownEndpoint(String),
     #[error("{0}")]
     Conflict(String),
     #[error("the request body is larger than 1 MiB")]
@@ -72,7 +76,7 @@ impl ApiError {
             | ApiError::InvalidCredentials
             | ApiError::InvalidOnboardingToken(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden | ApiError::PasswordChangeRequired => StatusCode::FORBIDDEN,
-            ApiError::NotFound => StatusCode::NOT_FOUND,
+            ApiError::NotFound | ApiError::UnknownEndpoint(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -88,6 +92,7 @@ impl ApiError {
             ApiError::PasswordChangeRequired => "password_change_required".into(),
             ApiError::TenantRequired => "tenant_required".into(),
             ApiError::InvalidOnboardingToken(_) => "invalid_onboarding_token".into(),
+            ApiError::UnknownEndpoint(_) => "unknown_endpoint".into(),
             other => code_for_status(other.status()),
         }
     }
@@ -119,9 +124,11 @@ pub fn code_for_status(status: StatusCode) -> String {
         408 => "request_timeout".into(),
         409 => "conflict".into(),
         413 => "payload_too_large".into(),
+        414 => "uri_too_long".into(),
         415 => "unsupported_media_type".into(),
         422 => "validation_failed".into(),
         429 => "rate_limited".into(),
+        431 => "request_header_fields_too_large".into(),
         500 => "internal".into(),
         503 => "unavailable".into(),
         other => format!("http_{other}"),

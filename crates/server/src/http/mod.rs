@@ -408,10 +408,15 @@ fn limit_unmatched(state: &AppState, client: ClientAddr) -> Result<(), ApiError>
         })
 }
 
-async fn not_found(State(state): State<AppState>, client: ClientAddr) -> ApiError {
-    limit_unmatched(&state, client)
-        .err()
-        .unwrap_or(ApiError::NotFound)
+async fn not_found(
+    State(state): State<AppState>,
+    client: ClientAddr,
+    uri: axum::http::Uri,
+) -> ApiError {
+    limit_unmatched(&state, client).err().unwrap_or_else(|| {
+        // Quoted bounded, like every echo of an input.
+        ApiError::UnknownEndpoint(validate::bounded(uri.path()))
+    })
 }
 
 async fn method_not_allowed(State(state): State<AppState>, client: ClientAddr) -> Response {

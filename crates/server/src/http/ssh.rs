@@ -791,7 +791,8 @@ pub async fn issue_host_certificate(
             // The write first (see `sign`).
             let serial = allocate_serial(tx, tenant.id).await?.serial;
             let (ca, key) = state.ssh.active(&mut *tx, tenant, CaKind::Host).await?;
-            let key_id = format!("device:{}@{}#{}", subject.name, tenant.slug, request_id);
+            // Server-chosen like a user certificate's: never the agent's request id.
+            let key_id = format!("device:{}@{}#{}", subject.name, tenant.slug, serial);
             let validity = Validity::starting_at(
                 std::time::SystemTime::now(),
                 Duration::from_secs(validity_secs),
