@@ -24,7 +24,8 @@ backend_tests!(
     names_records_and_isolation_over_real_dns,
     listener_failure_is_reported_by_health,
     concurrent_creations_cannot_put_a_cname_beside_other_data,
-    a_cname_and_a_rename_onto_its_name_cannot_both_win
+    a_cname_and_a_rename_onto_its_name_cannot_both_win,
+    a_cname_the_zone_has_not_learnt_still_holds_its_name
 );
 
 fn free_port() -> u16 {
@@ -726,4 +727,78 @@ async fn a_cname_and_a_rename_onto_its_name_cannot_both_win(backend: TestBackend
         );
     }
     assert_eq!(cname_wins + rename_wins, 10);
+}
+
+/// A CNAME another replica wrote a moment ago is in the database before this replica's zone
+/// learns of it: creating and enrolling devices check the database under the tenant's lock,
+/// not only the zone in memory.
+async fn a_cname_the_zone_has_not_learnt_still_holds_its_name(backend: TestBackend) {
+    let app = TestApp::with_config(
+        backend,
+        &[
+            ("WATCHGRID_WG_BACKEND", "none"),
+            ("WATCHGRID_DNS_LISTEN", "off"),
+        ],
+    )
+    .await;
+    let root = app.admin_token().await;
+    let tenant = watchgrid_store::tenants::tenant_by_slug(&app.state.db, "default")
+        .await
+        .unwrap()
+        .unwrap();
+    let now = chrono::Utc::now();
+    // Written as another replica would: straight to the database, the zone untouched.
+    for name in ["printer", "kiosk"] {
+        let row = watchgrid_store::dns::DnsRecordRow {
+            id: uuid::Uuid::new_v4(),
+            tenant_id: tenant.id,
+            name: name.into(),
+            record_type: "CNAME".into(),
+            ttl: 300,
+            value: "elsewhere".into(),
+            created_by: "replica-b".into(),
+            created_at: now,
+            updated_at: now,
+        };
+        watchgrid_store::dns::insert_record(&app.state.db, &row)
+            .await
+            .unwrap();
+        assert!(!app.state.fleet.dns.zone.has_cname("default", name));
+    }
+
+    let plain = app
+        .call("POST", "/api/devices")
+        .token(&root)
+        .json(json!({"name": "printer"}))
+        .send()
+        .await;
+    assert_eq!(
+        plain.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        plain.body
+    );
+    assert_eq!(field_errors(&plain), vec!["name".to_owned()]);
+    assert!(
+        plain.body.contains("is a CNAME in Magic DNS"),
+        "{}",
+        plain.body
+    );
+
+    // Enrollment takes the next free name instead, and its address is not lost.
+    let secret = onboarding_token(&app, &root, "default").await;
+    let (_, ip, name) = enroll(&app, &secret, "kiosk").await;
+    assert_eq!(name, "kiosk-2");
+    let listed = app.call("GET", "/api/devices").token(&root).send().await;
+    assert_eq!(listed.status, StatusCode::OK);
+    let listed = listed.json();
+    let names: Vec<&str> = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["kiosk-2"]);
+    // The first address the failed attempts reserved went back to the pool.
+    assert_eq!(ip, "100.64.0.2", "{ip}");
 }

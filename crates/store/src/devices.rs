@@ -70,20 +70,36 @@ pub async fn insert_device<'a>(
     Ok(())
 }
 
-/// Insert a device and tell whether its tenant now has at most `max` devices; on `Ok(false)`
-/// the caller rolls `tx` back, taking the insert with it. The count is exact under concurrency: on PostgreSQL the tenant's row is locked
-/// first (two inserts would otherwise each miss the other's uncommitted row); on SQLite a
-/// transaction that has written is the only writer, so the count follows the insert.
+/// What [`insert_device_within`] did. On anything but `Inserted` the caller rolls `tx` back,
+/// taking the insert with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceInsert {
+    Inserted,
+    /// The tenant would have more than `max` devices.
+    OverLimit,
+    /// A custom CNAME of the tenant holds the device's name (a CNAME stands alone at its name).
+    NameHeldByCname,
+}
+
+/// Insert a device, checking under the tenant's lock that its tenant then has at most `max`
+/// devices and that no CNAME of the tenant sits at its name. Both answers are exact under
+/// concurrency: on PostgreSQL the tenant's row is locked first (`FOR UPDATE`, which also
+/// excludes [`crate::dns::lock_tenant_records`], so a CNAME written at this moment is either
+/// seen here or sees this device); on SQLite a transaction that has written is the only
+/// writer, so the checks follow the insert.
 pub async fn insert_device_within(
     tx: &mut Tx,
     row: &DeviceRow,
     max: u32,
-) -> Result<bool, StoreError> {
+) -> Result<DeviceInsert, StoreError> {
     if let Tx::Postgres(tx) = &mut *tx {
         sqlx::query("SELECT id FROM tenants WHERE id = $1 FOR UPDATE")
             .bind(row.tenant_id)
             .fetch_optional(&mut **tx)
             .await?;
+    }
+    if crate::dns::cname_at(&mut *tx, row.tenant_id, &row.name).await? {
+        return Ok(DeviceInsert::NameHeldByCname);
     }
     insert_device(&mut *tx, row).await?;
     let count: i64 = with_conn!(&mut *tx, c => {
@@ -92,7 +108,11 @@ pub async fn insert_device_within(
             .fetch_one(&mut *c)
             .await?
     });
-    Ok(count <= i64::from(max))
+    Ok(if count <= i64::from(max) {
+        DeviceInsert::Inserted
+    } else {
+        DeviceInsert::OverLimit
+    })
 }
 
 /// A device of `tenant`; another tenant's device is `None`, like a missing one.

@@ -290,6 +290,8 @@ async fn enroll(
     }
 
     let base = dns_label(hostname);
+    // Names the database found held by a CNAME the in-memory zone does not show yet.
+    let mut held = std::collections::HashSet::new();
     for _ in 0..REGISTRATION_ATTEMPTS {
         let Some(ip) = fleet.index.reserve() else {
             return Err((
@@ -303,7 +305,9 @@ async fn enroll(
         // A name held by a custom CNAME counts as taken: the device could not have it in DNS.
         let slug = fleet.dns.slug_of(token.tenant_id).unwrap_or_default();
         let name = unique_name(&base, |n| {
-            fleet.index.name_taken(token.tenant_id, n) || fleet.dns.zone.has_cname(&slug, n)
+            held.contains(n)
+                || fleet.index.name_taken(token.tenant_id, n)
+                || fleet.dns.zone.has_cname(&slug, n)
         });
         let row = DeviceRow {
             id: Uuid::new_v4(),
@@ -335,6 +339,10 @@ async fn enroll(
                 if let Ok(rows) = devices::all_devices(&state.db).await {
                     fleet.load_all(&rows);
                 }
+            }
+            Err(InsertError::NameHeld) => {
+                fleet.index.release(ip);
+                held.insert(row.name);
             }
             Err(InsertError::Token(problem)) => {
                 fleet.index.release(ip);
@@ -378,6 +386,8 @@ pub fn device_limit_error(max: u32) -> ApiError {
 
 enum InsertError {
     Lost(Ipv4Addr),
+    /// A CNAME the zone had not yet learnt of holds the chosen name.
+    NameHeld,
     DeviceLimit,
     Token(TokenProblem),
     Store(StoreError),
@@ -410,9 +420,10 @@ async fn insert_with_token(
         return Err(InsertError::Token(problem));
     }
     match devices::insert_device_within(&mut tx, row, state.config.max_devices_per_tenant).await {
-        Ok(true) => {}
+        Ok(devices::DeviceInsert::Inserted) => {}
         // Dropping `tx` rolls back the insert and the token's use.
-        Ok(false) => return Err(InsertError::DeviceLimit),
+        Ok(devices::DeviceInsert::OverLimit) => return Err(InsertError::DeviceLimit),
+        Ok(devices::DeviceInsert::NameHeldByCname) => return Err(InsertError::NameHeld),
         Err(StoreError::Conflict(_)) => return Err(InsertError::Lost(ip)),
         Err(err) => return Err(InsertError::Store(err)),
     }

@@ -122,11 +122,11 @@ fn cname_holds(state: &AppState, scope: &Scope, name: &str) -> Option<String> {
         .dns
         .zone
         .has_cname(&scope.tenant.slug, name)
-        .then(|| {
-            format!(
-                "{name:?} is a CNAME in Magic DNS; delete that record first or pick another name"
-            )
-        })
+        .then(|| cname_reason(name))
+}
+
+fn cname_reason(name: &str) -> String {
+    format!("{name:?} is a CNAME in Magic DNS; delete that record first or pick another name")
 }
 
 fn parse_id(id: &str) -> Result<Uuid, ApiError> {
@@ -185,9 +185,7 @@ pub async fn update(
                 // after commit).
                 watchgrid_store::dns::lock_tenant_records(&mut *tx, scope.tenant.id).await?;
                 if watchgrid_store::dns::cname_at(&mut *tx, scope.tenant.id, name).await? {
-                    return Err(ApiError::Conflict(format!(
-                        "{name:?} is a CNAME in Magic DNS; delete that record first or pick another name"
-                    )));
+                    return Err(ApiError::Conflict(cname_reason(name)));
                 }
             }
             let mut row = devices::device(&mut *tx, scope.tenant.id, id)
@@ -347,7 +345,7 @@ pub async fn create_plain(
                 last_seen_at: None,
             };
             let max = state.config.max_devices_per_tenant;
-            let within =
+            let inserted =
                 devices::insert_device_within(tx, &row, max)
                     .await
                     .map_err(|e| {
@@ -359,8 +357,18 @@ pub async fn create_plain(
                     other => other.into(),
                 }
                     })?;
-            if !within {
-                return Err(super::agent::device_limit_error(max));
+            match inserted {
+                devices::DeviceInsert::Inserted => {}
+                devices::DeviceInsert::OverLimit => {
+                    return Err(super::agent::device_limit_error(max));
+                }
+                // The zone had not yet learnt of a CNAME created a moment ago.
+                devices::DeviceInsert::NameHeldByCname => {
+                    return Err(ApiError::Validation(vec![FieldError::new(
+                        "name",
+                        cname_reason(&body.name),
+                    )]));
+                }
             }
             let details = json!({"name": row.name, "overlay_ip": row.overlay_ip, "kind": "plain"});
             let id = row.id;
