@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use watchgrid_core::runtime::{until_cancelled, Leadership, Placement, Supervisor};
 use watchgrid_store::Migrator;
 use watchgrid_store::{Database, StoreError};
 
@@ -39,92 +41,113 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = crate::listener::bind(config.listen)
         .with_context(|| format!("listening on {} (WATCHGRID_LISTEN)", config.listen))?;
     let state = AppState::new(config, db.clone())?;
-    let background = state.clone();
-    // Tells the agent API to stop at shutdown; it subscribes once it starts.
-    let stop_agents = Arc::new(tokio::sync::watch::channel(false).0);
-    let agents = stop_agents.clone();
-    tokio::spawn(async move {
-        if prepare_database(&background, background.db.migrator()).await {
-            tokio::spawn(crate::audit::run_sweeper(
-                background.db.clone(),
-                background.config.audit_retention_days,
-            ));
-            start_fleet(&background, &agents);
-        }
-    });
+    let supervisor = Arc::new(Supervisor::new(Leadership::always()));
     let limits = state.limits.clone();
-    tokio::spawn(async move {
-        let mut every_minute = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            every_minute.tick().await;
-            limits.forget_idle();
+    supervisor.spawn("rate_limit_cleanup", Placement::EveryReplica, move |stop| {
+        let limits = limits.clone();
+        until_cancelled(stop, async move {
+            let mut every_minute = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every_minute.tick().await;
+                limits.forget_idle();
+            }
+        })
+    });
+    let (background, tasks) = (state.clone(), supervisor.clone());
+    let preparing = tokio::spawn(async move {
+        if prepare_database(&background, background.db.migrator()).await {
+            start_background(&background, &tasks);
         }
     });
-    let fleet = state.fleet.clone();
     run_http(listener, state, shutdown_signal()).await?;
-    // No heartbeat may arrive after the last flush: stop the agent API and let its requests
-    // finish (each connection carries one) before flushing.
-    let _ = stop_agents.send(true);
-    if tokio::time::timeout(AGENT_DRAIN_LIMIT, stop_agents.closed())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "agent API requests still running after {AGENT_DRAIN_LIMIT:?}; flushing anyway"
-        );
-    }
-    flush_last_heartbeats(&fleet, &db).await;
+    // Start-up that has not finished by now never will: nothing more is started.
+    preparing.abort();
+    // The last started stops first: Magic DNS, device sync, the agent API (its requests
+    // finish), then the heartbeat flusher with its last flush, so no heartbeat arrives after
+    // it; then the hub and the rest.
+    supervisor.shutdown(TASK_STOP_LIMIT).await;
     db.close().await;
     tracing::info!("watchgrid-server stopped");
     Ok(())
 }
 
-/// How long the agent API's last requests may take at shutdown.
-const AGENT_DRAIN_LIMIT: Duration = Duration::from_secs(5);
-
-/// How long the last heartbeat flush may take at shutdown.
-const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(10);
+/// How long each background task may take to stop at shutdown before it is aborted: the
+/// agent API's last requests, the last heartbeat flush.
+const TASK_STOP_LIMIT: Duration = Duration::from_secs(10);
 
 /// Write the heartbeats still in the coalescing buffer (up to a second's worth), so a clean
 /// stop loses no `last_seen_at`. A periodic flush in progress finishes first; none starts
 /// after. The agent API has stopped by then.
 async fn flush_last_heartbeats(fleet: &crate::fleet::Fleet, db: &Database) {
-    match tokio::time::timeout(FINAL_FLUSH_LIMIT, fleet.heartbeats.flush_final(db)).await {
-        Ok(Ok(0)) => {}
-        Ok(Ok(devices)) => {
-            tracing::info!(devices, "wrote the last heartbeats before stopping")
-        }
-        Ok(Err(err)) => {
+    match fleet.heartbeats.flush_final(db).await {
+        Ok(0) => {}
+        Ok(devices) => tracing::info!(devices, "wrote the last heartbeats before stopping"),
+        Err(err) => {
             tracing::warn!(error = %err, "cannot write the last heartbeats before stopping")
         }
-        Err(_) => tracing::warn!(
-            limit_seconds = FINAL_FLUSH_LIMIT.as_secs(),
-            "writing the last heartbeats took too long; stopping without them"
-        ),
     }
 }
 
-/// The fleet's background work, once the database and the device index are ready: the
-/// WireGuard hub, the heartbeat flusher, the agent API listener and Magic DNS.
-/// `stop_agents` is told `true` at shutdown; the agent API then stops accepting.
-pub fn start_fleet(state: &AppState, stop_agents: &tokio::sync::watch::Sender<bool>) {
+/// Run `work` until `stop` is cancelled; work that ends by itself (a disabled feature, a
+/// backend with nothing to follow) idles until then instead of counting as a failure.
+async fn idle_after<F: Future<Output = ()>>(
+    stop: CancellationToken,
+    work: F,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        () = stop.cancelled() => {}
+        () = work => stop.cancelled().await,
+    }
+    Ok(())
+}
+
+/// The background work, once the database and the device index are ready, in start order
+/// (they stop in reverse): audit retention (leader only), the WireGuard hub, the heartbeat
+/// flusher, the agent API listener, device sync between replicas and Magic DNS.
+pub fn start_background(state: &AppState, supervisor: &Supervisor) {
+    let (db, days) = (state.db.clone(), state.config.audit_retention_days);
+    supervisor.spawn("audit_retention", Placement::LeaderOnly, move |stop| {
+        idle_after(stop, crate::audit::run_sweeper(db.clone(), days))
+    });
     let fleet = state.fleet.clone();
-    tokio::spawn(fleet.hub.clone().run(fleet.clone()));
-    let (flusher, db) = (fleet.clone(), state.db.clone());
-    tokio::spawn(async move { flusher.heartbeats.run_flusher(db).await });
-    tokio::spawn(serve_agent_api(state.clone(), stop_agents.subscribe()));
-    tokio::spawn(crate::fleet::sync::follow_device_changes(
-        state.db.clone(),
-        state.fleet.clone(),
-    ));
-    tokio::spawn(crate::dns::serve(state.clone()));
+    supervisor.spawn("wireguard_hub", Placement::EveryReplica, move |stop| {
+        idle_after(stop, fleet.hub.clone().run(fleet.clone()))
+    });
+    let (fleet, db) = (state.fleet.clone(), state.db.clone());
+    supervisor.spawn("heartbeat_flusher", Placement::EveryReplica, move |stop| {
+        let (fleet, db) = (fleet.clone(), db.clone());
+        async move {
+            idle_after(stop, fleet.heartbeats.run_flusher(db.clone())).await?;
+            flush_last_heartbeats(&fleet, &db).await;
+            Ok(())
+        }
+    });
+    let agents = state.clone();
+    supervisor.spawn("agent_api", Placement::EveryReplica, move |stop| {
+        let state = agents.clone();
+        async move {
+            serve_agent_api(state, stop).await;
+            Ok(())
+        }
+    });
+    let (db, fleet) = (state.db.clone(), state.fleet.clone());
+    supervisor.spawn("device_sync", Placement::EveryReplica, move |stop| {
+        idle_after(
+            stop,
+            crate::fleet::sync::follow_device_changes(db.clone(), fleet.clone()),
+        )
+    });
+    let dns = state.clone();
+    supervisor.spawn("magic_dns", Placement::EveryReplica, move |stop| {
+        idle_after(stop, crate::dns::serve(dns.clone()))
+    });
 }
 
 /// Serve the agent API on the server's overlay address. The address exists only once the
 /// WireGuard interface is up, so binding is retried until it works.
 ///
-/// It stops (letting requests in progress finish) once `stop` says `true`.
-pub async fn serve_agent_api(state: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+/// It stops (letting requests in progress finish) once `stop` is cancelled.
+pub async fn serve_agent_api(state: AppState, stop: CancellationToken) {
     let address = state.fleet.config.agent_listen;
     let mut warned = false;
     let listener = loop {
@@ -137,7 +160,7 @@ pub async fn serve_agent_api(state: AppState, mut stop: tokio::sync::watch::Rece
                 }
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = stop.wait_for(|stopping| *stopping) => return,
+                    () = stop.cancelled() => return,
                 }
             }
         }
@@ -145,7 +168,7 @@ pub async fn serve_agent_api(state: AppState, mut stop: tokio::sync::watch::Rece
     tracing::info!(%address, "agent API listening");
     let app = crate::http::agent_router(state);
     crate::listener::serve(listener, app, ConnectionPolicy::AGENT, async move {
-        let _ = stop.wait_for(|stopping| *stopping).await;
+        stop.cancelled().await;
     })
     .await;
     tracing::info!(%address, "agent API stopped");
