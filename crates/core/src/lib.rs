@@ -6,5 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod clock;
 pub mod runtime;
+pub mod validate;

@@ -1,91 +1,36 @@
-//! Writing the audit log: every mutating action and every login attempt, recorded in the same
-//! transaction as the change (a failed change records a failed attempt), and the retention
-//! sweeper that ages rows out.
-
-use std::time::Duration;
+//! The HTTP side of the audit log: an audit context from the request's principal, scope and
+//! address, and `audited` specialised to `ApiError` (the engine is `watchgrid_core::audit`).
 
 use serde_json::{json, Value};
-use uuid::Uuid;
-use watchgrid_store::audit::{self, NewAuditEntry};
 use watchgrid_store::{Database, Tx};
 
+pub use watchgrid_core::audit::{
+    run_sweeper, sweep, AuditContext, AuditedFailure, Outcome, RETENTION_BATCH,
+};
+
 use crate::auth::{ClientAddr, Principal, Scope};
-use crate::http::{validate, ApiError};
+use crate::http::ApiError;
 
-/// Who acts, where and from which address: the fixed part of an audit row.
-#[derive(Debug, Clone)]
-pub struct AuditContext {
-    pub actor: String,
-    pub tenant_id: Option<Uuid>,
-    pub tenant: Option<String>,
-    pub client_addr: Option<String>,
+/// The audit context of a request: its principal, acting in `scope`'s tenant, from `client`.
+pub fn context(principal: &Principal, scope: Option<&Scope>, client: ClientAddr) -> AuditContext {
+    AuditContext::acting(
+        principal.name.clone(),
+        scope.map(|s| (s.tenant.id, s.tenant.slug.clone())),
+        Some(client.0.to_string()),
+    )
 }
 
-impl AuditContext {
-    pub fn new(principal: &Principal, scope: Option<&Scope>, client: ClientAddr) -> Self {
-        Self {
-            actor: principal.name.clone(),
-            tenant_id: scope.map(|s| s.tenant.id),
-            tenant: scope.map(|s| s.tenant.slug.clone()),
-            client_addr: Some(client.0.to_string()),
+impl AuditedFailure for ApiError {
+    fn failure_details(&self) -> Value {
+        let mut details = json!({"error": self.code(), "message": self.public_message()});
+        if let ApiError::Validation(fields) = self {
+            details["fields"] = json!(fields);
         }
-    }
-
-    /// For the server's own actions (bootstrap, retention).
-    pub fn system() -> Self {
-        Self {
-            actor: "system".to_owned(),
-            tenant_id: None,
-            tenant: None,
-            client_addr: None,
-        }
-    }
-
-    pub fn entry(
-        &self,
-        action: &str,
-        resource_type: &str,
-        resource_id: Option<String>,
-        success: bool,
-        details: Value,
-    ) -> NewAuditEntry {
-        // The target and details may quote the request (a failed attempt's invalid name): bound
-        // them and escape NULs, so the row is written on both backends and stays small.
-        NewAuditEntry {
-            admin_user: self.actor.clone(),
-            action: action.to_owned(),
-            resource_type: resource_type.to_owned(),
-            resource_id: resource_id.as_deref().map(validate::bounded),
-            tenant_id: self.tenant_id,
-            tenant: self.tenant.clone(),
-            client_addr: self.client_addr.clone(),
-            success,
-            details: validate::bounded_json(details),
-        }
+        details
     }
 }
 
-/// What a successful change reports for its audit row.
-#[derive(Debug)]
-pub struct Outcome<T> {
-    pub value: T,
-    pub resource_id: Option<String>,
-    pub details: Value,
-}
-
-impl<T> Outcome<T> {
-    pub fn new(value: T, resource_id: impl ToString, details: Value) -> Self {
-        Self {
-            value,
-            resource_id: Some(resource_id.to_string()),
-            details,
-        }
-    }
-}
-
-/// Run `change` in a transaction and record `action` on `resource_type` in the same
-/// transaction. If the change fails, it is rolled back and a failed attempt is recorded on its
-/// own (naming `target` when the request named one), then the error is returned.
+/// [`watchgrid_core::audit::audited`] for handlers: the change's error is an [`ApiError`].
 pub async fn audited<T>(
     db: &Database,
     ctx: &AuditContext,
@@ -94,29 +39,10 @@ pub async fn audited<T>(
     target: Option<String>,
     change: impl AsyncFnOnce(&mut Tx) -> Result<Outcome<T>, ApiError>,
 ) -> Result<T, ApiError> {
-    let mut tx = db.begin().await?;
-    match change(&mut tx).await {
-        Ok(outcome) => {
-            let entry = ctx.entry(
-                action,
-                resource_type,
-                outcome.resource_id.or(target),
-                true,
-                outcome.details,
-            );
-            audit::record(&mut tx, &entry).await?;
-            tx.commit().await?;
-            Ok(outcome.value)
-        }
-        Err(err) => {
-            drop(tx);
-            record_failure(db, ctx, action, resource_type, target, &err).await;
-            Err(err)
-        }
-    }
+    watchgrid_core::audit::audited(db, ctx, action, resource_type, target, change).await
 }
 
-/// Record a failed attempt outside any transaction.
+/// Record a failed attempt (an [`ApiError`]) outside any transaction.
 pub async fn record_failure(
     db: &Database,
     ctx: &AuditContext,
@@ -125,47 +51,5 @@ pub async fn record_failure(
     target: Option<String>,
     err: &ApiError,
 ) {
-    let mut details = json!({"error": err.code(), "message": err.public_message()});
-    if let ApiError::Validation(fields) = err {
-        details["fields"] = json!(fields);
-    }
-    let entry = ctx.entry(action, resource_type, target, false, details);
-    if let Err(store_err) = audit::record(db, &entry).await {
-        tracing::error!(error = %store_err, action, "could not record a failed attempt in the audit log");
-    }
-}
-
-/// Rows deleted per statement: small enough that no statement holds locks for long.
-pub const RETENTION_BATCH: i64 = 1000;
-
-/// Delete audit rows older than `days`, in batches; returns how many went.
-pub async fn sweep(db: &Database, days: u32) -> Result<u64, watchgrid_store::StoreError> {
-    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
-    let mut total = 0;
-    loop {
-        let deleted = audit::delete_before(db, cutoff, RETENTION_BATCH).await?;
-        total += deleted;
-        if deleted < RETENTION_BATCH as u64 {
-            return Ok(total);
-        }
-        // Let other writers in between batches.
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Sweep once an hour (and once at start) for as long as the server runs.
-pub async fn run_sweeper(db: Database, days: u32) {
-    let mut interval = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        interval.tick().await;
-        match sweep(&db, days).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(
-                deleted,
-                retention_days = days,
-                "audit retention: deleted old rows"
-            ),
-            Err(err) => tracing::warn!(error = %err, "audit retention sweep failed; will retry"),
-        }
-    }
+    watchgrid_core::audit::record_failure(db, ctx, action, resource_type, target, err).await;
 }

@@ -25,9 +25,7 @@ const BIND_RETRY: Duration = Duration::from_secs(2);
 /// TTL of a custom record created without one.
 pub const DEFAULT_RECORD_TTL: u32 = 300;
 
-/// Tenant slugs that would collide with the zone's own names (`ns.<domain>` is the name
-/// server, `hostmaster.<domain>` the SOA contact).
-pub const RESERVED_TENANT_SLUGS: &[&str] = &["ns", "hostmaster"];
+pub use watchgrid_core::validate::RESERVED_TENANT_SLUGS;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Status {

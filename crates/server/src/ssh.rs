@@ -18,6 +18,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
+use watchgrid_core::audit::{audited, AuditContext, AuditedFailure, Outcome};
 use watchgrid_sshca::{CaKey, Krl, PublicKey};
 use watchgrid_store::ssh::{self as store, CaRow};
 use watchgrid_store::tenants::TenantRow;
@@ -543,44 +544,54 @@ impl SshAuthority {
         let retire_at = now
             + chrono::Duration::from_std(grace)
                 .map_err(|_| CaSetupError::Files("the grace period is too long".into()))?;
-        let mut tx = db.begin().await?;
-        let current = store::cas_of_tenant(&mut tx, tenant.id, now).await?;
-        let mut done = Vec::new();
-        for &kind in kinds {
-            let generation = store::max_generation(&mut tx, tenant.id, kind.as_str()).await? + 1;
-            let row = self.new_key(&tenant, kind, generation).await?;
-            store::retire_active(&mut tx, tenant.id, kind.as_str(), retire_at).await?;
-            store::insert_ca(&mut tx, &row).await?;
-            done.push(Rotated {
-                kind,
-                generation,
-                fingerprint: row.fingerprint.clone(),
-                previous: current
-                    .iter()
-                    .filter(|c| c.kind == kind.as_str())
-                    .map(|c| c.fingerprint.clone())
-                    .collect(),
-            });
-        }
-        let details = serde_json::json!({
-            "grace_secs": grace.as_secs(),
-            "retire_at": retire_at.to_rfc3339(),
-            "new": done.iter().map(|r| serde_json::json!({"kind": r.kind.as_str(), "generation": r.generation, "fingerprint": r.fingerprint, "previous": r.previous})).collect::<Vec<_>>(),
-        });
-        let mut ctx = crate::audit::AuditContext::system();
-        ctx.actor = "watchgrid-server ssh-ca rotate".to_owned();
-        ctx.tenant_id = Some(tenant.id);
-        ctx.tenant = Some(tenant.slug.clone());
-        let entry = ctx.entry(
+        let ctx = AuditContext::acting(
+            "watchgrid-server ssh-ca rotate",
+            Some((tenant.id, tenant.slug.clone())),
+            None,
+        );
+        audited(
+            db,
+            &ctx,
             "ssh.ca.rotate",
             "ssh_ca",
             Some(tenant.slug.clone()),
-            true,
-            details,
-        );
-        watchgrid_store::audit::record(&mut tx, &entry).await?;
-        tx.commit().await?;
-        Ok(done)
+            async |tx| {
+                let current = store::cas_of_tenant(&mut *tx, tenant.id, now).await?;
+                let mut done = Vec::new();
+                for &kind in kinds {
+                    let generation =
+                        store::max_generation(&mut *tx, tenant.id, kind.as_str()).await? + 1;
+                    let row = self.new_key(&tenant, kind, generation).await?;
+                    store::retire_active(&mut *tx, tenant.id, kind.as_str(), retire_at).await?;
+                    store::insert_ca(&mut *tx, &row).await?;
+                    done.push(Rotated {
+                        kind,
+                        generation,
+                        fingerprint: row.fingerprint.clone(),
+                        previous: current
+                            .iter()
+                            .filter(|c| c.kind == kind.as_str())
+                            .map(|c| c.fingerprint.clone())
+                            .collect(),
+                    });
+                }
+                let details = serde_json::json!({
+                    "grace_secs": grace.as_secs(),
+                    "retire_at": retire_at.to_rfc3339(),
+                    "new": done.iter().map(|r| serde_json::json!({"kind": r.kind.as_str(), "generation": r.generation, "fingerprint": r.fingerprint, "previous": r.previous})).collect::<Vec<_>>(),
+                });
+                let slug = tenant.slug.clone();
+                Ok(Outcome::new(done, slug, details))
+            },
+        )
+        .await
+    }
+}
+
+impl AuditedFailure for CaSetupError {
+    fn failure_details(&self) -> serde_json::Value {
+        // Both kinds name files or database errors, never key material.
+        serde_json::json!({"error": "rotation_failed", "message": self.to_string()})
     }
 }
 

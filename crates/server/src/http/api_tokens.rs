@@ -14,7 +14,7 @@ use watchgrid_wire::{ApiToken, CreateApiToken, CreatedApiToken, ErrorBody, Field
 
 use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
-use crate::audit::{audited, AuditContext, Outcome};
+use crate::audit::{audited, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash, API_TOKEN_PREFIX};
 use crate::auth::{ClientAddr, Credential, Principal, Scope};
 use crate::state::AppState;
@@ -33,7 +33,7 @@ pub async fn create(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateApiToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedApiToken>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let created = audited(&state.db, &ctx, "token.create", "api_token", None, async |tx| {
         let mut problems = Vec::new();
         if let Err(reason) = validate::display_name(&body.name) {
@@ -96,7 +96,7 @@ pub async fn revoke(
     client: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     audited(
         &state.db,
         &ctx,

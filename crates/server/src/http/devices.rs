@@ -19,7 +19,7 @@ use super::agent::{check_tags, tags_json};
 use super::extract::{ApiJson, ApiQuery};
 use super::users::page_limit;
 use super::{convert, validate, ApiError, ApiResult};
-use crate::audit::{audited, AuditContext, Outcome};
+use crate::audit::{audited, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::fleet::hub::KeyUnavailable;
@@ -158,7 +158,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateDevice>,
 ) -> ApiResult<Json<Device>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let row = audited(
         &state.db,
         &ctx,
@@ -227,7 +227,7 @@ pub async fn delete(
     client: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let row = audited(&state.db, &ctx, "device.delete", "device", Some(id.clone()), async |tx| {
         let id = parse_id(&id)?;
         let row = devices::device(&mut *tx, scope.tenant.id, id).await?.ok_or(ApiError::NotFound)?;
@@ -277,7 +277,7 @@ pub async fn create_plain(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreatePlainDevice>,
 ) -> ApiResult<(StatusCode, Json<CreatedPlainDevice>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let fleet = state.fleet.clone();
     // No device is created that would pin a key the server cannot keep.
     fleet.hub.public_key()?;
@@ -458,7 +458,7 @@ pub async fn create_onboarding(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateOnboardingToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedOnboardingToken>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let created = audited(&state.db, &ctx, "onboarding_token.create", "onboarding_token", None, async |tx| {
         let mut problems = Vec::new();
         if body.description.chars().count() > 200 || body.description.chars().any(char::is_control) {
@@ -508,7 +508,7 @@ pub async fn revoke_onboarding(
     client: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     audited(
         &state.db,
         &ctx,

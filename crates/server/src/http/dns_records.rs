@@ -19,7 +19,7 @@ use watchgrid_wire::{
 use super::extract::{ApiJson, ApiQuery};
 use super::users::page_limit;
 use super::{convert, ApiError, ApiResult};
-use crate::audit::{audited, AuditContext, Outcome};
+use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::dns::{field_of, parse_value, record_of_row, DEFAULT_RECORD_TTL};
 use crate::state::AppState;
@@ -211,7 +211,7 @@ pub async fn create(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateDnsRecord>,
 ) -> ApiResult<(StatusCode, Json<DnsRecord>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let zone = state.fleet.dns.tenant_zone(&scope.tenant.slug);
     let (row, records) = audited(
         &state.db,
@@ -278,7 +278,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateDnsRecord>,
 ) -> ApiResult<Json<DnsRecord>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let zone = state.fleet.dns.tenant_zone(&scope.tenant.slug);
     let (row, records) = audited(
         &state.db,
@@ -332,7 +332,7 @@ pub async fn delete(
     client: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let (name, records) = audited(
         &state.db,
         &ctx,

@@ -15,7 +15,8 @@ mod session;
 mod ssh;
 mod tenants;
 mod users;
-pub mod validate;
+/// The input rules live in the domain core; handlers reach them here.
+pub use watchgrid_core::validate;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -274,7 +274,7 @@ pub async fn logout(
             "API tokens do not log out; revoke them with DELETE /api/tokens/{id}".into(),
         ));
     };
-    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let ctx = crate::audit::context(&principal, scope.as_ref(), client);
     audited(
         &state.db,
         &ctx,
@@ -321,7 +321,7 @@ pub async fn change_password(
     else {
         return Err(ApiError::BadRequest("API tokens have no password".into()));
     };
-    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let ctx = crate::audit::context(&principal, scope.as_ref(), client);
     let check = async || -> Result<String, ApiError> {
         state
             .limits

@@ -96,7 +96,7 @@ pub async fn sign(
     Extension(RequestId(request_id)): Extension<RequestId>,
     ApiJson(body): ApiJson<SignRequest>,
 ) -> ApiResult<(StatusCode, Json<SignedCertificate>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let tenant = &scope.tenant;
     // What needs no lock, outside the transaction: who may be which principal, the active CA
     // and its key (a rotation committing meanwhile only means the previous key signs, which
@@ -467,7 +467,7 @@ pub async fn put_settings(
     client: ClientAddr,
     ApiJson(body): ApiJson<SshSettings>,
 ) -> ApiResult<Json<SshSettings>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let ceiling = secs(VALIDITY_CEILING_SECS);
     audited(
         &state.db,
@@ -548,7 +548,7 @@ pub async fn put_principals(
     client: ClientAddr,
     ApiJson(body): ApiJson<PrincipalGrant>,
 ) -> ApiResult<Json<PrincipalGrant>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let target = body
         .user_id
         .clone()
@@ -628,7 +628,7 @@ pub async fn revoke(
     client: ClientAddr,
     ApiJson(body): ApiJson<RevokeRequest>,
 ) -> ApiResult<Json<RevokeResult>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let reason = body.reason.clone().unwrap_or_default();
     audited(
         &state.db,
@@ -894,7 +894,7 @@ pub async fn ssh_relay(
     axum::extract::Path(id): axum::extract::Path<String>,
     mut request: axum::extract::Request,
 ) -> ApiResult<axum::response::Response> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let device_id = id.parse::<Uuid>().map_err(|_| ApiError::NotFound)?;
     let device = watchgrid_store::devices::device(&state.db, scope.tenant.id, device_id)
         .await?

@@ -9,7 +9,7 @@ use watchgrid_wire::{CreateTenant, ErrorBody, FieldError, Tenant, UpdateTenant};
 
 use super::extract::ApiJson;
 use super::{convert, validate, ApiError, ApiResult};
-use crate::audit::{audited, AuditContext, Outcome};
+use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, MaybeScope, Principal};
 use crate::state::AppState;
 
@@ -38,7 +38,7 @@ pub async fn create(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateTenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
-    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let ctx = crate::audit::context(&principal, scope.as_ref(), client);
     let tenant = audited(
         &state.db,
         &ctx,
@@ -100,7 +100,7 @@ pub async fn update(
     Path(slug): Path<String>,
     ApiJson(body): ApiJson<UpdateTenant>,
 ) -> ApiResult<Json<Tenant>> {
-    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let ctx = crate::audit::context(&principal, scope.as_ref(), client);
     let tenant = audited(
         &state.db,
         &ctx,
@@ -133,7 +133,7 @@ pub async fn delete(
     client: ClientAddr,
     Path(slug): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, scope.as_ref(), client);
+    let ctx = crate::audit::context(&principal, scope.as_ref(), client);
     let id = audited(
         &state.db,
         &ctx,

@@ -25,7 +25,7 @@ use watchgrid_wire::{CreateUser, ErrorBody, FieldError, Page, Role, UpdateUser, 
 
 use super::extract::{ApiJson, ApiQuery};
 use super::{convert, validate, ApiError, ApiResult};
-use crate::audit::{audited, AuditContext, Outcome};
+use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::state::AppState;
 
@@ -111,7 +111,7 @@ pub async fn create(
     client: ClientAddr,
     ApiJson(body): ApiJson<CreateUser>,
 ) -> ApiResult<(StatusCode, Json<User>)> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     // ASCII folding only: `to_lowercase` turns the Kelvin sign (U+212A) into `k`, so a
     // look-alike would pass the ASCII-only rule below.
     let username = body.username.trim().to_ascii_lowercase();
@@ -218,7 +218,7 @@ pub async fn update(
     Path(id): Path<String>,
     ApiJson(body): ApiJson<UpdateUser>,
 ) -> ApiResult<Json<User>> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     let target = Some(id.clone());
     let new_hash = match &body.password {
         Some(password) => {
@@ -339,7 +339,7 @@ pub async fn delete(
     client: ClientAddr,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let ctx = AuditContext::new(&principal, Some(&scope), client);
+    let ctx = crate::audit::context(&principal, Some(&scope), client);
     audited(
         &state.db,
         &ctx,

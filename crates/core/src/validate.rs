@@ -1,4 +1,4 @@
-//! Input rules shared by the handlers; each returns the reason a value is refused. The rules
+//! Input rules shared by every entry point (handlers, operator commands, workers); each returns the reason a value is refused. The rules
 //! every text input passes whatever the handler ([`plain_text`], [`json_text`]) are applied by
 //! the extractors and the request middleware, so both backends see the same input: PostgreSQL
 //! cannot store a NUL in `text` or `jsonb`, SQLite can, and neither should.
@@ -8,6 +8,10 @@ use serde_json::Value;
 /// Longest value, in characters, that an error reason or an audit row quotes; longer input is
 /// cut, so a 900 KB invalid value does not come back 900 KB long.
 pub const MAX_QUOTED_CHARS: usize = 512;
+
+/// Tenant slugs that would collide with the Magic DNS zone's own names (`ns.<domain>` is the
+/// name server, `hostmaster.<domain>` the SOA contact).
+pub const RESERVED_TENANT_SLUGS: &[&str] = &["ns", "hostmaster"];
 
 /// Tenant slugs: a DNS label (they become part of Magic DNS names): 1–63 of `a-z`, `0-9`, `-`,
 /// not starting or ending with `-`.
@@ -30,10 +34,10 @@ pub fn slug(value: &str) -> Result<(), String> {
 }
 
 /// Tenant slugs: a [`slug`] that is not one of the Magic DNS zone's own names
-/// ([`crate::dns::RESERVED_TENANT_SLUGS`]), since the slug becomes `<slug>.<domain>`.
+/// ([`RESERVED_TENANT_SLUGS`]), since the slug becomes `<slug>.<domain>`.
 pub fn tenant_slug(value: &str) -> Result<(), String> {
     slug(value)?;
-    if crate::dns::RESERVED_TENANT_SLUGS.contains(&value) {
+    if RESERVED_TENANT_SLUGS.contains(&value) {
         return Err(format!(
             "{value:?} is reserved: <slug>.<Magic DNS domain> would collide with the DNS zone's own \
              name {value}.<domain>; choose another slug"
