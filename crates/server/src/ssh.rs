@@ -22,7 +22,7 @@ use watchgrid_core::audit::{audited, AuditContext, AuditedFailure, Outcome};
 use watchgrid_sshca::{CaKey, Krl, PublicKey};
 use watchgrid_store::ssh::{self as store, CaRow};
 use watchgrid_store::tenants::TenantRow;
-use watchgrid_store::{Database, StoreError, Tx};
+use watchgrid_store::{Constraint, Database, StoreError, Tx};
 
 /// A new tenant's default validity for user certificates.
 pub const DEFAULT_VALIDITY_SECS: i64 = 3600;
@@ -357,7 +357,7 @@ impl SshAuthority {
             let mut tx = db.begin().await?;
             match self.create_tenant_cas(&mut tx, &tenant).await {
                 Ok(_) => tx.commit().await?,
-                Err(CaSetupError::Store(StoreError::Conflict(_))) => {}
+                Err(CaSetupError::Store(StoreError::Conflict(Constraint::SshCaGeneration))) => {}
                 Err(err) => return Err(err),
             }
         }

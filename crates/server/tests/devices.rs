@@ -23,6 +23,7 @@ backend_tests!(
     token_states_are_enforced,
     reregistration_needs_the_current_credential,
     concurrent_registrations_get_distinct_addresses,
+    concurrent_registrations_of_one_key_enroll_it_once,
     listing_filters_and_pages,
     plain_devices_get_a_wireguard_config,
     devices_survive_a_restart,
@@ -460,6 +461,75 @@ async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
     assert_eq!(
         register(&app, &token, "extra", &fresh_key()).await.status,
         StatusCode::UNAUTHORIZED
+    );
+}
+
+/// Registrations of one new key at the same moment: one enrolls it; the others are told the
+/// key is enrolled (409), not retried as if an address had been lost (which ended in 503).
+async fn concurrent_registrations_of_one_key_enroll_it_once(backend: TestBackend) {
+    let app = TestApp::with_config(
+        backend,
+        &[
+            ("WATCHGRID_WG_BACKEND", "none"),
+            ("WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", "1000"),
+        ],
+    )
+    .await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({"max_uses": 20})).await;
+    let key = fresh_key();
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
+    let mut tasks = tokio::task::JoinSet::new();
+    for n in 0..8 {
+        let (router, token, key, start) = (
+            app.router.clone(),
+            token.clone(),
+            key.clone(),
+            start.clone(),
+        );
+        tasks.spawn(async move {
+            let body = json!({"token": token, "hostname": format!("twin-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": key});
+            start.wait().await;
+            send(
+                &router,
+                Request::post("/api/agent/register")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body.to_string()))
+                    .unwrap(),
+            )
+            .await
+        });
+    }
+    let (mut enrolled, mut refused, mut winner) = (0, 0, String::new());
+    while let Some(reply) = tasks.join_next().await {
+        let reply = reply.unwrap();
+        match reply.status {
+            StatusCode::OK => {
+                enrolled += 1;
+                winner = reply.json()["overlay_address"].as_str().unwrap().to_owned();
+            }
+            StatusCode::CONFLICT => {
+                assert!(reply.body.contains("already enrolled"), "{}", reply.body);
+                refused += 1;
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert_eq!((enrolled, refused), (1, 7));
+    let listed = app.call("GET", "/api/devices").token(&admin).send().await;
+    assert_eq!(listed.json()["items"].as_array().unwrap().len(), 1);
+    // Only the enrollment used the token; the addresses the others reserved are free again.
+    let next = register(&app, &token, "next", &fresh_key()).await;
+    assert_eq!(next.status, StatusCode::OK, "{}", next.body);
+    let lowest_free = if winner == "100.64.0.2/10" {
+        "100.64.0.3/10"
+    } else {
+        "100.64.0.2/10"
+    };
+    assert_eq!(
+        next.json()["overlay_address"],
+        lowest_free,
+        "winner {winner}"
     );
 }
 

@@ -30,7 +30,7 @@ mod test_util;
 pub mod users;
 
 pub use database::{Backend, Database, DatabaseUrl, PoolStats};
-pub use error::StoreError;
+pub use error::{Constraint, StoreError};
 pub use migrations::{MigrationReport, MIGRATION_LOCK_KEY};
 /// The migration set type, for callers that run their own (tests exercising failures).
 pub use sqlx::migrate::Migrator;

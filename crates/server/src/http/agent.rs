@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceRow, Json as DbJson, OnboardingTokenRow, TokenProblem};
-use watchgrid_store::{audit as audit_store, tenants, StoreError};
+use watchgrid_store::{audit as audit_store, tenants, Constraint, StoreError};
 use watchgrid_wire::{
     ErrorBody, FieldError, Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo,
 };
@@ -251,14 +251,7 @@ async fn enroll(
             ));
         }
         if !holds_credential(&existing, body.credential.as_deref()) {
-            return Err((
-                "invalid_request",
-                ApiError::Conflict(
-                    "this WireGuard key is already enrolled: registering it again needs the \
-                     device's current credential in `credential`"
-                        .into(),
-                ),
-            ));
+            return Err(("invalid_request", key_enrolled_error()));
         }
         if let Some(problem) = problem {
             return Err(token_error(problem));
@@ -344,6 +337,10 @@ async fn enroll(
                 fleet.index.release(ip);
                 held.insert(row.name);
             }
+            Err(InsertError::KeyTaken) => {
+                fleet.index.release(ip);
+                return Err(("invalid_request", key_enrolled_error()));
+            }
             Err(InsertError::Token(problem)) => {
                 fleet.index.release(ip);
                 return Err(token_error(problem));
@@ -367,6 +364,15 @@ async fn enroll(
     ))
 }
 
+/// A registration for a key that is enrolled already, without the device's credential.
+fn key_enrolled_error() -> ApiError {
+    ApiError::Conflict(
+        "this WireGuard key is already enrolled: registering it again needs the device's \
+         current credential in `credential`"
+            .into(),
+    )
+}
+
 /// Does `presented` match the device's current credential? Compared in constant time.
 fn holds_credential(device: &DeviceRow, presented: Option<&str>) -> bool {
     use subtle::ConstantTimeEq;
@@ -388,6 +394,8 @@ enum InsertError {
     Lost(Ipv4Addr),
     /// A CNAME the zone had not yet learnt of holds the chosen name.
     NameHeld,
+    /// The WireGuard key was enrolled meanwhile.
+    KeyTaken,
     DeviceLimit,
     Token(TokenProblem),
     Store(StoreError),
@@ -424,14 +432,22 @@ async fn insert_with_token(
         // Dropping `tx` rolls back the insert and the token's use.
         Ok(devices::DeviceInsert::OverLimit) => return Err(InsertError::DeviceLimit),
         Ok(devices::DeviceInsert::NameHeldByCname) => return Err(InsertError::NameHeld),
-        Err(StoreError::Conflict(_)) => return Err(InsertError::Lost(ip)),
+        // A concurrent registration of the same key won: retrying cannot help.
+        Err(StoreError::Conflict(Constraint::DeviceKey)) => return Err(InsertError::KeyTaken),
+        // Another replica took the address or the name: retry with fresh ones.
+        Err(StoreError::Conflict(Constraint::DeviceName | Constraint::DeviceAddress)) => {
+            return Err(InsertError::Lost(ip))
+        }
         Err(err) => return Err(InsertError::Store(err)),
     }
     audit_store::record(&mut tx, &registration_entry(ctx, token, row, false))
         .await
         .map_err(InsertError::Store)?;
     tx.commit().await.map_err(|e| match e {
-        StoreError::Conflict(_) => InsertError::Lost(ip),
+        StoreError::Conflict(Constraint::DeviceKey) => InsertError::KeyTaken,
+        StoreError::Conflict(Constraint::DeviceName | Constraint::DeviceAddress) => {
+            InsertError::Lost(ip)
+        }
         other => InsertError::Store(other),
     })
 }

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceFilter, DeviceRow, OnboardingTokenRow, StatusFilter};
-use watchgrid_store::StoreError;
+use watchgrid_store::{Constraint, StoreError};
 use watchgrid_wire::{
     CreateOnboardingToken, CreatePlainDevice, CreatedOnboardingToken, CreatedPlainDevice, Device,
     DeviceKind, DeviceStatus, ErrorBody, FieldError, OnboardingToken, Page, UpdateDevice,
@@ -201,7 +201,7 @@ pub async fn update(
             devices::update_device(&mut *tx, scope.tenant.id, id, &row.name, &row.tags.0)
                 .await
                 .map_err(|e| match e {
-                    StoreError::Conflict(_) => ApiError::Conflict(format!(
+                    StoreError::Conflict(Constraint::DeviceName) => ApiError::Conflict(format!(
                         "another device of this tenant is named {:?}",
                         row.name
                     )),
@@ -348,14 +348,19 @@ pub async fn create_plain(
             let inserted =
                 devices::insert_device_within(tx, &row, max)
                     .await
-                    .map_err(|e| {
-                        match e {
-                    StoreError::Conflict(_) => ApiError::Conflict(
-                        "a device with this name (in this tenant) or this public key already exists"
-                            .into(),
-                    ),
-                    other => other.into(),
-                }
+                    .map_err(|e| match e {
+                        StoreError::Conflict(Constraint::DeviceName) => ApiError::Conflict(
+                            format!("a device of this tenant is named {:?} already", body.name),
+                        ),
+                        StoreError::Conflict(Constraint::DeviceKey) => ApiError::Conflict(
+                            "this WireGuard public key belongs to another device".into(),
+                        ),
+                        // Another replica took the address at this moment.
+                        StoreError::Conflict(Constraint::DeviceAddress) => ApiError::Conflict(
+                            "the overlay address was taken by a concurrent change; try again"
+                                .into(),
+                        ),
+                        other => other.into(),
                     })?;
             match inserted {
                 devices::DeviceInsert::Inserted => {}

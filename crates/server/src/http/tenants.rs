@@ -4,7 +4,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::json;
-use watchgrid_store::{tenants, StoreError};
+use watchgrid_store::{tenants, Constraint, StoreError};
 use watchgrid_wire::{CreateTenant, ErrorBody, FieldError, Tenant, UpdateTenant};
 
 use super::extract::ApiJson;
@@ -59,7 +59,7 @@ pub async fn create(
             let row = tenants::create_tenant(&mut *tx, &body.slug, body.name.trim())
                 .await
                 .map_err(|e| match e {
-                    StoreError::Conflict(_) => ApiError::Conflict(format!(
+                    StoreError::Conflict(Constraint::TenantSlug) => ApiError::Conflict(format!(
                         "a tenant with slug {:?} already exists",
                         body.slug
                     )),

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::users::{self, Member, NewUser};
-use watchgrid_store::{sessions, tenants, StoreError, Tx};
+use watchgrid_store::{sessions, tenants, Constraint, StoreError, Tx};
 use watchgrid_wire::{CreateUser, ErrorBody, FieldError, Page, Role, UpdateUser, User};
 
 use super::extract::{ApiJson, ApiQuery};
@@ -180,11 +180,11 @@ pub async fn create(
             )
             .await
             .map_err(|e| match e {
-                StoreError::Conflict(_) if principal.is_superadmin => ApiError::Conflict(format!(
+                StoreError::Conflict(Constraint::Username) if principal.is_superadmin => ApiError::Conflict(format!(
                     "username {username:?} is taken; add the existing account without a password"
                 )),
                 // The same answer whether the name is taken here or in another tenant.
-                StoreError::Conflict(_) => {
+                StoreError::Conflict(Constraint::Username) => {
                     ApiError::invalid("username", "is not available; choose another")
                 }
                 other => other.into(),
