@@ -91,7 +91,7 @@ impl Fixture {
                     tenant_id: tenant.id,
                     name: format!("bench-{i}"),
                     hostname: "h".into(),
-                    kind: "agent".into(),
+                    kind: watchgrid_store::DeviceKind::Agent,
                     os: "linux".into(),
                     agent_version: "0.1.0".into(),
                     wg_public_key: addr::public_key(i),

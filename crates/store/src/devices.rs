@@ -15,8 +15,7 @@ pub struct DeviceRow {
     pub tenant_id: Uuid,
     pub name: String,
     pub hostname: String,
-    /// `agent` or `plain`.
-    pub kind: String,
+    pub kind: crate::DeviceKind,
     pub os: String,
     pub agent_version: String,
     pub wg_public_key: String,
@@ -54,7 +53,7 @@ pub async fn insert_device<'a>(
         .bind(row.tenant_id)
         .bind(&row.name)
         .bind(&row.hostname)
-        .bind(&row.kind)
+        .bind(row.kind)
         .bind(&row.os)
         .bind(&row.agent_version)
         .bind(&row.wg_public_key)

@@ -381,7 +381,7 @@ pub struct CertRow {
     pub tenant_id: Uuid,
     pub serial: i64,
     /// `user` or `host`.
-    pub kind: String,
+    pub kind: crate::CertKind,
     pub key_id: String,
     pub user_id: Option<Uuid>,
     /// The user name (or API token) for user certificates, the device name for host ones.
@@ -414,7 +414,7 @@ pub async fn insert_certificate<'a>(
         )
         .bind(row.tenant_id)
         .bind(row.serial)
-        .bind(&row.kind)
+        .bind(row.kind)
         .bind(&row.key_id)
         .bind(row.user_id)
         .bind(&row.subject)

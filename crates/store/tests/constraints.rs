@@ -21,7 +21,7 @@ fn device(tenant: Uuid, name: &str, key: &str, ip: &str) -> DeviceRow {
         tenant_id: tenant,
         name: name.into(),
         hostname: name.into(),
-        kind: "agent".into(),
+        kind: watchgrid_store::DeviceKind::Agent,
         os: String::new(),
         agent_version: String::new(),
         wg_public_key: key.into(),

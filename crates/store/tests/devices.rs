@@ -32,7 +32,7 @@ fn device(tenant: Uuid, n: u32) -> DeviceRow {
         tenant_id: tenant,
         name: format!("d{n}"),
         hostname: format!("d{n}"),
-        kind: "agent".into(),
+        kind: watchgrid_store::DeviceKind::Agent,
         os: String::new(),
         agent_version: String::new(),
         wg_public_key: format!("key-{n}"),

@@ -268,7 +268,7 @@ mod tests {
             tenant_id: Uuid::nil(),
             name: "d".into(),
             hostname: hostname.into(),
-            kind: "agent".into(),
+            kind: watchgrid_store::DeviceKind::Agent,
             os: "linux".into(),
             agent_version: "0.1.0".into(),
             wg_public_key: String::new(),

@@ -327,7 +327,7 @@ mod tests {
                 tenant_id: Uuid::nil(),
                 name: format!("d{n}"),
                 hostname: String::new(),
-                kind: "agent".into(),
+                kind: watchgrid_store::DeviceKind::Agent,
                 os: String::new(),
                 agent_version: String::new(),
                 wg_public_key: format!("k{n}"),

@@ -10,7 +10,7 @@ use chrono::Utc;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceRow, Json as DbJson, OnboardingTokenRow, TokenProblem};
-use watchgrid_store::{audit as audit_store, tenants, Constraint, StoreError};
+use watchgrid_store::{audit as audit_store, tenants, Constraint, DeviceKind, StoreError};
 use watchgrid_wire::{
     ErrorBody, FieldError, Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo,
 };
@@ -241,7 +241,7 @@ async fn enroll(
         // token alone proves nothing: whoever held it could otherwise take over the device's
         // credential and get its host key signed, so the caller shows the current credential.
         let same = existing.tenant_id == token.tenant_id
-            && existing.kind == "agent"
+            && existing.kind == DeviceKind::Agent
             && existing.onboarding_token_id == Some(token.id);
         let problem = token.problem(now).filter(|p| *p != TokenProblem::UsedUp);
         if !same {
@@ -307,7 +307,7 @@ async fn enroll(
             tenant_id: token.tenant_id,
             name,
             hostname: hostname.to_owned(),
-            kind: "agent".into(),
+            kind: DeviceKind::Agent,
             os: body.os.clone(),
             agent_version: body.agent_version.clone(),
             wg_public_key: body.wg_public_key.clone(),

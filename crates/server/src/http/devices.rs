@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::json;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceFilter, DeviceRow, OnboardingTokenRow, StatusFilter};
-use watchgrid_store::{Constraint, StoreError};
+use watchgrid_store::{Constraint, DeviceKind as StoredKind, StoreError};
 use watchgrid_wire::{
     CreateOnboardingToken, CreatePlainDevice, CreatedOnboardingToken, CreatedPlainDevice, Device,
     DeviceKind, DeviceStatus, ErrorBody, FieldError, OnboardingToken, Page, UpdateDevice,
@@ -30,10 +30,9 @@ use crate::state::AppState;
 pub const ONBOARDING_PREFIX: &str = "wgo_";
 
 pub fn device_wire(row: &DeviceRow, fleet: &Fleet) -> Device {
-    let kind = if row.kind == "plain" {
-        DeviceKind::Plain
-    } else {
-        DeviceKind::Agent
+    let kind = match row.kind {
+        StoredKind::Plain => DeviceKind::Plain,
+        StoredKind::Agent => DeviceKind::Agent,
     };
     let status = match (kind, row.last_seen_at) {
         (DeviceKind::Plain, _) => DeviceStatus::Unknown,
@@ -333,7 +332,7 @@ pub async fn create_plain(
                 tenant_id: scope.tenant.id,
                 name: body.name.clone(),
                 hostname: body.name.clone(),
-                kind: "plain".into(),
+                kind: StoredKind::Plain,
                 os: String::new(),
                 agent_version: String::new(),
                 wg_public_key: public_key,

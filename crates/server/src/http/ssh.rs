@@ -16,6 +16,7 @@ use watchgrid_store::devices::Json as DbJson;
 use watchgrid_store::ssh::{self as store, CertRow, GrantSubject, RevokeTarget};
 use watchgrid_store::tenants::{self, TenantRow};
 use watchgrid_store::users;
+use watchgrid_store::CertKind;
 use watchgrid_wire::{
     CaPublicKey, ErrorBody, FieldError, HostCertificate, HostCertificateRequest, IssuedCertificate,
     PrincipalGrant, RevokeRequest, RevokeResult, SignRequest, SignedCertificate, SshCaKeys,
@@ -196,7 +197,7 @@ pub async fn sign(
             let row = CertRow {
                 tenant_id: tenant.id,
                 serial,
-                kind: "user".to_owned(),
+                kind: CertKind::User,
                 key_id: key_id.clone(),
                 user_id: principal.user_id,
                 subject: principal.name.clone(),
@@ -385,7 +386,7 @@ pub async fn list_certificates(
 fn issued(row: &CertRow) -> IssuedCertificate {
     IssuedCertificate {
         serial: secs(row.serial),
-        kind: row.kind.clone(),
+        kind: row.kind.to_string(),
         key_id: row.key_id.clone(),
         subject: row.subject.clone(),
         principals: row.principals.0.clone(),
@@ -811,7 +812,7 @@ pub async fn issue_host_certificate(
             let row = CertRow {
                 tenant_id: tenant.id,
                 serial,
-                kind: "host".to_owned(),
+                kind: CertKind::Host,
                 key_id: key_id.clone(),
                 user_id: None,
                 subject: subject.name.to_owned(),
