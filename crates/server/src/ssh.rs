@@ -22,7 +22,7 @@ use watchgrid_core::audit::{audited, AuditContext, AuditedFailure, Outcome};
 use watchgrid_sshca::{CaKey, Krl, PublicKey};
 use watchgrid_store::ssh::{self as store, CaRow};
 use watchgrid_store::tenants::TenantRow;
-use watchgrid_store::{Constraint, Database, StoreError, Tx};
+use watchgrid_store::{CaState, Constraint, Database, StoreError, Tx};
 
 /// A new tenant's default validity for user certificates.
 pub const DEFAULT_VALIDITY_SECS: i64 = 3600;
@@ -320,7 +320,7 @@ impl SshAuthority {
             file_name: name,
             fingerprint: key.fingerprint(),
             public_key: key.public_key_openssh(),
-            state: "active".to_owned(),
+            state: CaState::Active,
             created_at: Utc::now(),
             retire_at: None,
         })
@@ -431,7 +431,7 @@ impl SshAuthority {
         let cas = store::cas_of_tenant(db, tenant.id, Utc::now()).await?;
         let ca = cas
             .into_iter()
-            .filter(|c| c.kind == kind.as_str() && c.state == "active")
+            .filter(|c| c.kind == kind.as_str() && c.state == CaState::Active)
             .max_by_key(|c| c.generation)
             .ok_or_else(|| {
                 ActiveCaError::Unavailable(format!(

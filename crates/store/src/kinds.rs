@@ -89,6 +89,18 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// Where a CA key is in its life.
+    pub enum CaState {
+        /// Signs new certificates (one per tenant and kind).
+        Active = "active",
+        /// Replaced by a rotation; still trusted until `retire_at`.
+        Retiring = "retiring",
+        /// No longer trusted anywhere.
+        Retired = "retired",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +109,9 @@ mod tests {
     fn texts_round_trip_and_unknown_ones_are_named() {
         for kind in DeviceKind::ALL {
             assert_eq!(kind.as_str().parse::<DeviceKind>(), Ok(*kind));
+        }
+        for state in CaState::ALL {
+            assert_eq!(state.as_str().parse::<CaState>(), Ok(*state));
         }
         for kind in CertKind::ALL {
             assert_eq!(kind.to_string().parse::<CertKind>(), Ok(*kind));

@@ -32,7 +32,7 @@ pub mod users;
 
 pub use database::{Backend, Database, DatabaseUrl, PoolStats};
 pub use error::{Constraint, StoreError};
-pub use kinds::{CertKind, DeviceKind};
+pub use kinds::{CaState, CertKind, DeviceKind};
 pub use migrations::{MigrationReport, MIGRATION_LOCK_KEY};
 /// The migration set type, for callers that run their own (tests exercising failures).
 pub use sqlx::migrate::Migrator;

@@ -22,8 +22,7 @@ pub struct CaRow {
     pub file_name: String,
     pub fingerprint: String,
     pub public_key: String,
-    /// `active`, `retiring` or `retired`.
-    pub state: String,
+    pub state: crate::CaState,
     pub created_at: DateTime<Utc>,
     pub retire_at: Option<DateTime<Utc>>,
 }
@@ -44,7 +43,7 @@ pub async fn insert_ca<'a>(conn: impl Into<Conn<'a>>, row: &CaRow) -> Result<(),
         .bind(&row.file_name)
         .bind(&row.fingerprint)
         .bind(&row.public_key)
-        .bind(&row.state)
+        .bind(row.state)
         .bind(row.created_at)
         .bind(row.retire_at)
         .execute(&mut *c)

@@ -412,7 +412,7 @@ pub async fn ca_keys(state: &AppState, tenant: &TenantRow) -> ApiResult<SshCaKey
             .map(|c| CaPublicKey {
                 kind: c.kind.clone(),
                 generation: u32::try_from(c.generation).unwrap_or(0),
-                state: c.state.clone(),
+                state: c.state.to_string(),
                 public_key: c.public_key.clone(),
                 fingerprint: c.fingerprint.clone(),
                 retire_at: c.retire_at.map(convert::time),
