@@ -63,12 +63,6 @@ enum KeyState {
 )]
 pub struct KeyUnavailable;
 
-impl From<KeyUnavailable> for crate::http::ApiError {
-    fn from(err: KeyUnavailable) -> Self {
-        crate::http::ApiError::Unavailable(err.to_string())
-    }
-}
-
 /// Where the hub stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubStatus {
@@ -173,8 +167,8 @@ pub async fn rekey(
     let devices = watchgrid_store::devices::all_devices(db).await?.len();
     let private_key = PrivateKey::generate();
     let new_public_key = private_key.public_key();
-    let mut ctx = crate::audit::AuditContext::system();
-    ctx.actor = "watchgrid-server wireguard rekey".to_owned();
+    let ctx =
+        watchgrid_core::audit::AuditContext::acting("watchgrid-server wireguard rekey", None, None);
     let details = serde_json::json!({
         "file": path.display().to_string(),
         "old_public_key": old_public_key.map(|k| k.to_string()),

@@ -193,6 +193,12 @@ pub fn bounded_field(error: FieldError) -> FieldError {
 /// What handlers return.
 pub type ApiResult<T> = Result<T, ApiError>;
 
+impl From<crate::fleet::hub::KeyUnavailable> for ApiError {
+    fn from(err: crate::fleet::hub::KeyUnavailable) -> Self {
+        ApiError::Unavailable(err.to_string())
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
