@@ -160,7 +160,7 @@ async fn oversized_bodies_are_refused(backend: TestBackend) {
 }
 
 async fn failed_migration_keeps_server_not_ready(backend: TestBackend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::empty(backend).await;
     let state = state_for(&db, &[]).await;
     let dir = db.scratch().join("broken");
     std::fs::create_dir_all(&dir).unwrap();

@@ -145,7 +145,7 @@ fn check_config_validates_without_writing() {
 /// released the migrations run and readiness turns green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_pending_while_migrations_wait() {
-    let db = TestDatabase::new(TestBackend::Postgres).await;
+    let db = TestDatabase::empty(TestBackend::Postgres).await;
     let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
@@ -181,7 +181,7 @@ async fn readyz_is_pending_while_migrations_wait() {
 /// are applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_start_together_on_one_empty_database() {
-    let db = TestDatabase::new(TestBackend::Postgres).await;
+    let db = TestDatabase::empty(TestBackend::Postgres).await;
     let first = ServerProcess::spawn(db.dir.path(), &[("DATABASE_URL", &db.url)]);
     let second = ServerProcess::spawn(db.dir.path(), &[("DATABASE_URL", &db.url)]);
     first.wait_for("/readyz", STARTUP, ok).await;

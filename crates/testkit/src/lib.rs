@@ -13,7 +13,7 @@ mod pg;
 mod test_db;
 
 pub use pg::PgCluster;
-pub use test_db::{TestBackend, TestDatabase, TEST_DATABASE_URL_VAR};
+pub use test_db::{Schema, TestBackend, TestDatabase, TEST_DATABASE_URL_VAR};
 
 /// Expand `backend_tests!(name)` into a module `name` with two tests, `sqlite` and `postgres`,
 /// each calling `async fn name(backend: TestBackend)` from the enclosing module.

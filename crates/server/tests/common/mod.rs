@@ -19,6 +19,7 @@ use tower::ServiceExt;
 use watchgrid_server::config::{Config, MapSource, SecretGeneration};
 use watchgrid_server::serve::prepare_database;
 use watchgrid_server::state::AppState;
+use watchgrid_store::migrations::TEST_SCHEMA;
 use watchgrid_store::Database;
 use watchgrid_testkit::{TestBackend, TestDatabase};
 
@@ -46,7 +47,7 @@ impl TestApp {
     }
 
     async fn build(backend: TestBackend, password: &str, pairs: &[(&str, &str)]) -> Self {
-        let db = TestDatabase::new(backend).await;
+        let db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
         let mut all = vec![("ADMIN_PASSWORD", password)];
         all.extend_from_slice(pairs);
         let state = state_for(&db, &all).await;
