@@ -457,7 +457,7 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
         ],
     )
     .await;
-    assert!(watchgrid_server::serve::prepare_database(&restarted, restarted.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&restarted).await);
     tokio::spawn(watchgrid_server::dns::serve(restarted.clone()));
     let deadline = Instant::now() + Duration::from_secs(10);
     while restarted.fleet.dns.check().is_err() {
@@ -537,7 +537,7 @@ async fn replicas_follow_tenants_and_records() {
     let mut pairs = overlay.to_vec();
     pairs.push(("WATCHGRID_DNS_LISTEN", &listen));
     let other = common::state_for(&app.db, &pairs).await;
-    assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&other).await);
     tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
         other.db.clone(),
         other.fleet.clone(),

@@ -51,7 +51,7 @@ impl TestApp {
         let mut all = vec![("ADMIN_PASSWORD", password)];
         all.extend_from_slice(pairs);
         let state = state_for(&db, &all).await;
-        assert!(prepare_database(&state, state.db.migrator()).await);
+        assert!(prepare_database(&state).await);
         Self {
             router: app_router(state.clone()),
             state,
