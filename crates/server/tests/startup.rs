@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::ServerProcess;
 use sqlx::Connection;
 use watchgrid_store::MIGRATION_LOCK_KEY;
+use watchgrid_testkit::wait::wait_until;
 use watchgrid_testkit::{PgCluster, TestBackend, TestDatabase};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -238,19 +239,19 @@ async fn postgres_outage_and_recovery() {
             .starts_with("error: "),
         "{down}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = server.get("/metrics").await.unwrap();
-        if gauge(&metrics, "watchgrid_db_open_connections") == 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead connections were never dropped"
-        );
-        server.get("/healthz").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        "the dead connections to be dropped",
+        Duration::from_secs(10),
+        || async {
+            let (_, metrics) = server.get("/metrics").await.unwrap();
+            if gauge(&metrics, "watchgrid_db_open_connections") == 0.0 {
+                return true;
+            }
+            server.get("/healthz").await;
+            false
+        },
+    )
+    .await;
 
     cluster.start().unwrap();
     let up = server
