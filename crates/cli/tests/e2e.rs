@@ -13,7 +13,9 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use watchgrid_testkit::wait::blocking::wait_until;
 
 const ADMIN_PASSWORD: &str = "Cli-Admin-Pass-1";
 
@@ -63,18 +65,12 @@ fn start_server() -> Server {
         .spawn()
         .unwrap();
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = Command::new("curl")
+    wait_until("the server to be ready", Duration::from_secs(30), || {
+        Command::new("curl")
             .args(["-fsS", "-o", "/dev/null", &format!("{url}/readyz")])
             .status()
-            .is_ok_and(|s| s.success());
-        if ready {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not become ready");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+            .is_ok_and(|s| s.success())
+    });
     Server {
         child,
         url,

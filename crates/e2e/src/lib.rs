@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
@@ -124,28 +124,5 @@ impl Api {
     }
 }
 
-/// Poll `check` every 200 ms until it returns `Some`, or fail after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, check: impl FnMut() -> Option<T>) -> T {
-    wait_for_or(what, timeout, check, String::new)
-}
-
-/// Like [`wait_for`], adding `context()` (logs, say) to the failure message.
-pub fn wait_for_or<T>(
-    what: &str,
-    timeout: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
+/// Polling with a deadline: testkit's, for the synchronous tests here.
+pub use watchgrid_testkit::wait::blocking::{wait_for, wait_for_or};

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+#[cfg(test)]
 use std::sync::Mutex;
 
 use rand::distributions::{Alphanumeric, DistString};
@@ -70,12 +71,14 @@ impl Source for MapSource {
 }
 
 /// Wraps a source and remembers every name asked for; a test checks them against the docs.
+#[cfg(test)]
 #[derive(Debug)]
 pub struct RecordingSource<S> {
     inner: S,
     pub names: Mutex<BTreeSet<String>>,
 }
 
+#[cfg(test)]
 impl<S: Source> RecordingSource<S> {
     pub fn new(inner: S) -> Self {
         Self {
@@ -85,6 +88,7 @@ impl<S: Source> RecordingSource<S> {
     }
 }
 
+#[cfg(test)]
 impl<S: Source> Source for RecordingSource<S> {
     fn get(&self, name: &str) -> Option<String> {
         if let Ok(mut names) = self.names.lock() {

@@ -55,7 +55,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let (background, tasks) = (state.clone(), supervisor.clone());
     let preparing = tokio::spawn(async move {
-        if prepare_database(&background, background.db.migrator()).await {
+        if prepare_database(&background).await {
             start_background(&background, &tasks);
         }
     });
@@ -206,8 +206,8 @@ pub async fn run_http(
 
 /// Migrate, create the bootstrap administrator, load the device index, then mark the server
 /// ready. Returns whether it got there.
-pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> bool {
-    if !migrate_until_done(state.db.clone(), state.migrations.clone(), migrator).await {
+pub async fn prepare_database(state: &AppState) -> bool {
+    if !migrate_until_done(state.db.clone(), state.migrations.clone()).await {
         return false;
     }
     let mut delay = Duration::from_secs(1);
@@ -253,11 +253,22 @@ pub async fn prepare_database(state: &AppState, migrator: &'static Migrator) -> 
 /// Apply migrations, retrying while the database is unreachable. Logs exactly
 /// `All migrations completed` on success; a failing migration leaves the server not ready
 /// (state `Failed`). Returns whether migrations completed; the caller marks readiness.
-pub async fn migrate_until_done(
+pub async fn migrate_until_done(db: Database, state: MigrationState) -> bool {
+    let migrator = db.migrator();
+    migrate_with(db, state, migrator).await
+}
+
+/// [`migrate_until_done`] with another migration set: tests pass a broken one.
+#[cfg(any(test, feature = "test-util"))]
+pub async fn migrate_until_done_with(
     db: Database,
     state: MigrationState,
     migrator: &'static Migrator,
 ) -> bool {
+    migrate_with(db, state, migrator).await
+}
+
+async fn migrate_with(db: Database, state: MigrationState, migrator: &'static Migrator) -> bool {
     let mut delay = Duration::from_secs(1);
     loop {
         state.set(MigrationStatus::Pending);

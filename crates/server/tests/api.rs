@@ -13,7 +13,7 @@ use axum::http::{Request, StatusCode};
 use common::{send, state_for, TestApp};
 use serde_json::json;
 use watchgrid_server::health::MigrationStatus;
-use watchgrid_server::serve::migrate_until_done;
+use watchgrid_server::serve::migrate_until_done_with;
 use watchgrid_store::Migrator;
 use watchgrid_testkit::{backend_tests, TestBackend, TestDatabase};
 
@@ -160,14 +160,14 @@ async fn oversized_bodies_are_refused(backend: TestBackend) {
 }
 
 async fn failed_migration_keeps_server_not_ready(backend: TestBackend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::empty(backend).await;
     let state = state_for(&db, &[]).await;
     let dir = db.scratch().join("broken");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("0001_broken.sql"), "SELECT * FROM no_such_table;").unwrap();
     let broken: &'static Migrator =
         Box::leak(Box::new(Migrator::new(dir.as_path()).await.unwrap()));
-    assert!(!migrate_until_done(state.db.clone(), state.migrations.clone(), broken).await);
+    assert!(!migrate_until_done_with(state.db.clone(), state.migrations.clone(), broken).await);
     assert!(matches!(state.migrations.get(), MigrationStatus::Failed(_)));
 
     let router = common::app_router(state);

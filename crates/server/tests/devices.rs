@@ -676,7 +676,7 @@ async fn devices_survive_a_restart(backend: TestBackend) {
     // A second server process on the same database: a fresh state, prepared as at start-up.
     let restarted = common::state_for(&app.db, &[]).await;
     assert_eq!(restarted.fleet.index.len(), 0);
-    assert!(watchgrid_server::serve::prepare_database(&restarted, restarted.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&restarted).await);
     assert_eq!(
         restarted.fleet.index.len(),
         1,
@@ -705,7 +705,7 @@ async fn devices_survive_a_restart(backend: TestBackend) {
 async fn replicas_follow_each_others_device_changes() {
     let app = TestApp::with_config(TestBackend::Postgres, NO_WG).await;
     let other = common::state_for(&app.db, NO_WG).await;
-    assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&other).await);
     tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
         other.db.clone(),
         other.fleet.clone(),

@@ -13,11 +13,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use common::TestApp;
 use serde_json::{json, Value};
+use watchgrid_testkit::wait::{wait_for_or, wait_until};
 use watchgrid_testkit::{backend_tests, TestBackend};
 
 backend_tests!(
@@ -144,11 +145,12 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
 
     // The listener starts the way `start_fleet` starts it.
     tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while app.get("/healthz").await.json()["checks"]["dns"] != "ok" {
-        assert!(Instant::now() < deadline, "dns never became healthy");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the dns check to be ok",
+        Duration::from_secs(10),
+        || async { app.get("/healthz").await.json()["checks"]["dns"] == "ok" },
+    )
+    .await;
 
     let d = "watchgrid.internal";
     for tcp in [false, true] {
@@ -457,13 +459,14 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
         ],
     )
     .await;
-    assert!(watchgrid_server::serve::prepare_database(&restarted, restarted.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&restarted).await);
     tokio::spawn(watchgrid_server::dns::serve(restarted.clone()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while restarted.fleet.dns.check().is_err() {
-        assert!(Instant::now() < deadline, "restarted dns never listened");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_until(
+        "the restarted dns to listen",
+        Duration::from_secs(10),
+        || async { restarted.fleet.dns.check().is_ok() },
+    )
+    .await;
     assert_eq!(
         dig(port2, &web_ip, &format!("web.default.{d}"), "A", false)
             .await
@@ -496,24 +499,27 @@ async fn listener_failure_is_reported_by_health(backend: TestBackend) {
     // 192.0.2.1 (TEST-NET-1) is not an address of this host.
     let app = TestApp::with_config(backend, &[("WATCHGRID_DNS_LISTEN", "192.0.2.1:53")]).await;
     tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let health = app.get("/healthz").await;
-        let check = health.json()["checks"]["dns"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        if check.contains("cannot listen on 192.0.2.1:53") {
-            assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
-            assert!(check.starts_with("error: "), "{check}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "dns check never reported the failure: {check}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let last = std::sync::Mutex::new(String::new());
+    let (health, check) = wait_for_or(
+        "the dns check to report the failure",
+        Duration::from_secs(10),
+        || async {
+            let health = app.get("/healthz").await;
+            let check = health.json()["checks"]["dns"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            if check.contains("cannot listen on 192.0.2.1:53") {
+                return Some((health, check));
+            }
+            *last.lock().unwrap() = check;
+            None
+        },
+        || format!("last check: {}", last.lock().unwrap()),
+    )
+    .await;
+    assert_eq!(health.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(check.starts_with("error: "), "{check}");
     // The API still answers.
     assert_eq!(app.get("/api/version").await.status, StatusCode::OK);
     // Without an explicit listener and without a WireGuard interface there is no dns check.
@@ -537,7 +543,7 @@ async fn replicas_follow_tenants_and_records() {
     let mut pairs = overlay.to_vec();
     pairs.push(("WATCHGRID_DNS_LISTEN", &listen));
     let other = common::state_for(&app.db, &pairs).await;
-    assert!(watchgrid_server::serve::prepare_database(&other, other.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&other).await);
     tokio::spawn(watchgrid_server::fleet::sync::follow_device_changes(
         other.db.clone(),
         other.fleet.clone(),

@@ -43,7 +43,7 @@ async fn bootstrap_creates_superadmin_and_default_tenant_once(backend: TestBacke
         .send()
         .await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{}", reply.body);
-    assert!(watchgrid_server::serve::prepare_database(&app.state, app.state.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&app.state).await);
     app.login("admin", "Changed-Later-77").await;
     let old = app
         .call("POST", "/api/auth/login")

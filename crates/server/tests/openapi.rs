@@ -1,5 +1,6 @@
 //! The OpenAPI document: it covers exactly the routes the router serves, and it is kept under
-//! a snapshot (`docs/openapi.json`) so that every API change is a deliberate, reviewed diff.
+//! a snapshot (`docs/openapi.json`), which is also what `GET /api/openapi.json` must serve, so
+//! that every API change is a deliberate, reviewed diff.
 //! Regenerate the snapshot with `WATCHGRID_UPDATE_SNAPSHOTS=1 cargo test --test openapi`.
 
 #![allow(
@@ -8,7 +9,15 @@
 )]
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+mod common;
+
+use watchgrid_testkit::TestBackend;
+
+fn snapshot_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json")
+}
 
 fn document() -> serde_json::Value {
     serde_json::to_value(watchgrid_server::http::openapi::document()).unwrap()
@@ -40,7 +49,7 @@ fn document_covers_exactly_the_routes_served() {
 
 #[test]
 fn document_matches_the_snapshot() {
-    let snapshot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/openapi.json");
+    let snapshot = snapshot_path();
     let current = format!("{}\n", serde_json::to_string_pretty(&document()).unwrap());
     if std::env::var_os("WATCHGRID_UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&snapshot, &current).unwrap();
@@ -54,14 +63,25 @@ fn document_matches_the_snapshot() {
     );
 }
 
-#[test]
-fn the_server_serves_the_same_document() {
-    // The served document is the generated one (checked in process through the handler).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
-    let served = runtime.block_on(watchgrid_server::http::openapi::openapi_json());
-    assert_eq!(serde_json::to_value(served.0).unwrap(), document());
+/// `GET /api/openapi.json` through the router and its middleware answers the committed
+/// snapshot, byte for byte as JSON: not compared with the generator the handler itself calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_serves_the_committed_document() {
+    let app = common::TestApp::new(TestBackend::Sqlite).await;
+    let reply = app.get("/api/openapi.json").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.headers["content-type"], "application/json",
+        "{:?}",
+        reply.headers
+    );
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(snapshot_path()).unwrap()).unwrap();
+    assert!(
+        reply.json() == committed,
+        "GET /api/openapi.json differs from docs/openapi.json; regenerate it with \
+         `WATCHGRID_UPDATE_SNAPSHOTS=1 cargo test -p watchgrid-server --test openapi`"
+    );
 }
 
 /// Every operation of the document with its method and path.

@@ -187,7 +187,7 @@ async fn restart(app: &TestApp) -> watchgrid_server::state::AppState {
         ],
     )
     .await;
-    assert!(watchgrid_server::serve::prepare_database(&state, state.db.migrator()).await);
+    assert!(watchgrid_server::serve::prepare_database(&state).await);
     state
 }
 
@@ -1073,9 +1073,7 @@ async fn futures_join_all<F: std::future::Future>(
 async fn replicas_sign_with_distinct_serials() {
     let app = TestApp::with_config(TestBackend::Postgres, NO_WG).await;
     let other_state = common::state_for(&app.db, NO_WG).await;
-    assert!(
-        watchgrid_server::serve::prepare_database(&other_state, other_state.db.migrator()).await
-    );
+    assert!(watchgrid_server::serve::prepare_database(&other_state).await);
     let other = common::app_router(other_state);
     let root = app.admin_token().await;
     owners_may_be_root(&app, &root, "default").await;

@@ -14,6 +14,7 @@ use std::time::Duration;
 use common::ServerProcess;
 use sqlx::Connection;
 use watchgrid_store::MIGRATION_LOCK_KEY;
+use watchgrid_testkit::wait::wait_until;
 use watchgrid_testkit::{PgCluster, TestBackend, TestDatabase};
 
 const STARTUP: Duration = Duration::from_secs(30);
@@ -145,7 +146,7 @@ fn check_config_validates_without_writing() {
 /// released the migrations run and readiness turns green.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_is_pending_while_migrations_wait() {
-    let db = TestDatabase::new(TestBackend::Postgres).await;
+    let db = TestDatabase::empty(TestBackend::Postgres).await;
     let mut holder = sqlx::PgConnection::connect(&db.url).await.unwrap();
     sqlx::query("SELECT pg_advisory_lock($1)")
         .bind(MIGRATION_LOCK_KEY)
@@ -181,7 +182,7 @@ async fn readyz_is_pending_while_migrations_wait() {
 /// are applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_start_together_on_one_empty_database() {
-    let db = TestDatabase::new(TestBackend::Postgres).await;
+    let db = TestDatabase::empty(TestBackend::Postgres).await;
     let first = ServerProcess::spawn(db.dir.path(), &[("DATABASE_URL", &db.url)]);
     let second = ServerProcess::spawn(db.dir.path(), &[("DATABASE_URL", &db.url)]);
     first.wait_for("/readyz", STARTUP, ok).await;
@@ -238,19 +239,19 @@ async fn postgres_outage_and_recovery() {
             .starts_with("error: "),
         "{down}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (_, metrics) = server.get("/metrics").await.unwrap();
-        if gauge(&metrics, "watchgrid_db_open_connections") == 0.0 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "dead connections were never dropped"
-        );
-        server.get("/healthz").await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_until(
+        "the dead connections to be dropped",
+        Duration::from_secs(10),
+        || async {
+            let (_, metrics) = server.get("/metrics").await.unwrap();
+            if gauge(&metrics, "watchgrid_db_open_connections") == 0.0 {
+                return true;
+            }
+            server.get("/healthz").await;
+            false
+        },
+    )
+    .await;
 
     cluster.start().unwrap();
     let up = server

@@ -98,7 +98,7 @@ async fn create_plain(server: &ServerProcess, token: &str, name: &str) -> (u16, 
 }
 
 async fn a_lost_wireguard_key_is_never_replaced_while_devices_pin_it(backend: TestBackend) {
-    let db = TestDatabase::new(backend).await;
+    let db = TestDatabase::migrated(backend, &watchgrid_store::migrations::TEST_SCHEMA).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
     let key_file = dir.path().join("wireguard").join("wg0.conf");

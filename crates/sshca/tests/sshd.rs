@@ -16,10 +16,11 @@ use std::io::Read;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use common::new_key;
 use watchgrid_sshca::{CaKey, HostCertRequest, Krl, UserCertRequest, Validity};
+use watchgrid_testkit::wait::blocking::wait_for_or;
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -93,25 +94,19 @@ impl Sshd {
 
     /// Waits until the port answers with an SSH banner.
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)) {
+        wait_for_or(
+            &format!("sshd to listen on 127.0.0.1:{}", self.port),
+            Duration::from_secs(10),
+            || {
+                let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, self.port)).ok()?;
                 stream
                     .set_read_timeout(Some(Duration::from_secs(2)))
                     .unwrap();
                 let mut banner = [0u8; 8];
-                if stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0-" {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not start listening on 127.0.0.1:{}; its log:\n{}",
-                self.port,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+                (stream.read_exact(&mut banner).is_ok() && &banner == b"SSH-2.0-").then_some(())
+            },
+            || format!("its log:\n{}", self.log_text()),
+        );
     }
 
     fn log_text(&self) -> String {
@@ -120,15 +115,12 @@ impl Sshd {
 
     /// Waits (up to 5 s: sshd's log is written as it goes) until the log has `needle`.
     fn assert_logged(&self, needle: &str, context: &str) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !self.log_text().contains(needle) {
-            assert!(
-                Instant::now() < deadline,
-                "{context}: sshd's log lacks {needle:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_for_or(
+            &format!("{needle:?} in sshd's log ({context})"),
+            Duration::from_secs(5),
+            || self.log_text().contains(needle).then_some(()),
+            || self.log_text(),
+        );
     }
 }
 
@@ -389,13 +381,10 @@ fn sshd_accepts_our_certificates_and_honours_the_krl() {
     fs::write(&krl_path, krl2.to_bytes()).unwrap();
     let login = ssh_true(sshd.port, &user_key, &good, &known_hosts);
     assert!(!login.ok, "a certificate revoked by key id still logs in");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while sshd.log_text().matches("revoked by file").count() < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "the rewritten KRL was not what refused the login:\n{}",
-            sshd.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_or(
+        "the rewritten KRL to be what refused the login",
+        Duration::from_secs(5),
+        || (sshd.log_text().matches("revoked by file").count() >= 2).then_some(()),
+        || sshd.log_text(),
+    );
 }

@@ -19,6 +19,14 @@ pub static POSTGRES: Migrator = sqlx::migrate!("migrations/postgres");
 /// Migrations for SQLite (`migrations/sqlite`); same versions and names as PostgreSQL's.
 pub static SQLITE: Migrator = sqlx::migrate!("migrations/sqlite");
 
+/// Both sets as the schema of migrated test databases: `TestDatabase::migrated(backend,
+/// &TEST_SCHEMA)` clones a PostgreSQL template instead of running every migration per test.
+#[cfg(feature = "test-util")]
+pub const TEST_SCHEMA: watchgrid_testkit::Schema = watchgrid_testkit::Schema {
+    sqlite: &SQLITE,
+    postgres: &POSTGRES,
+};
+
 /// What a migration run did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {

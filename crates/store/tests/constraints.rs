@@ -9,6 +9,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceRow, Json};
+use watchgrid_store::migrations::TEST_SCHEMA;
 use watchgrid_store::users::{self, NewUser};
 use watchgrid_store::{tenants, Constraint, Database, DatabaseUrl, StoreError};
 use watchgrid_testkit::{backend_tests, TestBackend, TestDatabase};
@@ -42,11 +43,10 @@ fn conflict(result: Result<impl std::fmt::Debug, StoreError>) -> Constraint {
 }
 
 async fn each_unique_constraint_is_named(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
     let db = Database::connect(&DatabaseUrl::parse(&test_db.url).unwrap(), 5)
         .await
         .unwrap();
-    db.migrate().await.unwrap();
     let tenant = tenants::create_tenant(&db, "acme", "Acme").await.unwrap();
     assert_eq!(
         conflict(tenants::create_tenant(&db, "acme", "Again").await),

@@ -9,6 +9,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 use watchgrid_store::devices::{self, DeviceRow, Json, OnboardingTokenRow};
+use watchgrid_store::migrations::TEST_SCHEMA;
 use watchgrid_store::{tenants, Database, DatabaseUrl};
 use watchgrid_testkit::{backend_tests, TestBackend, TestDatabase};
 
@@ -19,11 +20,9 @@ backend_tests!(
 );
 
 async fn open(test_db: &TestDatabase) -> Database {
-    let db = Database::connect(&DatabaseUrl::parse(&test_db.url).unwrap(), 5)
+    Database::connect(&DatabaseUrl::parse(&test_db.url).unwrap(), 5)
         .await
-        .unwrap();
-    db.migrate().await.unwrap();
-    db
+        .unwrap()
 }
 
 fn device(tenant: Uuid, n: u32) -> DeviceRow {
@@ -46,7 +45,7 @@ fn device(tenant: Uuid, n: u32) -> DeviceRow {
 }
 
 async fn touch_last_seen_writes_every_device_in_bounded_batches(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
     let db = open(&test_db).await;
     let tenant = tenants::create_tenant(&db, "t", "T").await.unwrap();
     let count = devices::SQLITE_TOUCH_CHUNK as u32 * 2 + 37;
@@ -79,7 +78,7 @@ async fn touch_last_seen_writes_every_device_in_bounded_batches(backend: TestBac
 }
 
 async fn facts_are_written_in_one_batch(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
     let db = open(&test_db).await;
     let tenant = tenants::create_tenant(&db, "t", "T").await.unwrap();
     let rows: Vec<DeviceRow> = (0..3).map(|n| device(tenant.id, n)).collect();
@@ -124,7 +123,7 @@ async fn facts_are_written_in_one_batch(backend: TestBackend) {
 }
 
 async fn token_uses_are_capped(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
     let db = open(&test_db).await;
     let tenant = tenants::create_tenant(&db, "t", "T").await.unwrap();
     let token = OnboardingTokenRow {

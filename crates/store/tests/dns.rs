@@ -8,6 +8,7 @@
 use chrono::Utc;
 use uuid::Uuid;
 use watchgrid_store::dns::{self, DnsRecordRow, RecordFilter};
+use watchgrid_store::migrations::TEST_SCHEMA;
 use watchgrid_store::{tenants, Database, DatabaseUrl, StoreError};
 use watchgrid_testkit::{backend_tests, TestBackend, TestDatabase};
 
@@ -28,11 +29,10 @@ fn row(tenant: Uuid, name: &str, record_type: &str, value: &str) -> DnsRecordRow
 }
 
 async fn records_filter_page_update_and_stay_in_their_tenant(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
     let db = Database::connect(&DatabaseUrl::parse(&test_db.url).unwrap(), 5)
         .await
         .unwrap();
-    db.migrate().await.unwrap();
     let acme = tenants::create_tenant(&db, "acme", "Acme").await.unwrap();
     let globex = tenants::create_tenant(&db, "globex", "Globex")
         .await

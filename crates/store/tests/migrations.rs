@@ -32,7 +32,7 @@ backend_tests!(
 );
 
 async fn fresh_database_is_fully_migrated_once(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::empty(backend).await;
     let db = open(&test_db).await;
     let all: Vec<i64> = db.migrator().iter().map(|m| m.version).collect();
     assert_eq!(db.pending_migrations().await.unwrap(), all);
@@ -51,7 +51,7 @@ async fn fresh_database_is_fully_migrated_once(backend: TestBackend) {
 }
 
 async fn failing_migration_leaves_schema_unchanged(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
+    let test_db = TestDatabase::empty(backend).await;
     let db = open(&test_db).await;
     db.migrate().await.expect("the real migrations apply");
 
@@ -89,7 +89,7 @@ async fn failing_migration_leaves_schema_unchanged(backend: TestBackend) {
 /// Replicas starting together on one empty database all succeed; each migration runs once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replicas_migrate_postgres_once() {
-    let test_db = TestDatabase::new(TestBackend::Postgres).await;
+    let test_db = TestDatabase::empty(TestBackend::Postgres).await;
     let mut replicas = Vec::new();
     for _ in 0..4 {
         replicas.push(open(&test_db).await);

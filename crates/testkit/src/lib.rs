@@ -1,5 +1,6 @@
 //! Test fixtures for Watchgrid: throwaway PostgreSQL clusters, per-test databases on both
-//! backends, and a macro that runs one test body on SQLite and on PostgreSQL.
+//! backends, a macro that runs one test body on SQLite and on PostgreSQL, and polling with a
+//! deadline ([`wait`]).
 //!
 //! The suite's shared cluster is started by `scripts/test.sh` through the `watchgrid-test-pg`
 //! binary and handed to tests as `WATCHGRID_TEST_DATABASE_URL`; tests that need to stop
@@ -11,9 +12,10 @@ pub mod dig;
 pub mod netns;
 mod pg;
 mod test_db;
+pub mod wait;
 
 pub use pg::PgCluster;
-pub use test_db::{TestBackend, TestDatabase, TEST_DATABASE_URL_VAR};
+pub use test_db::{Schema, TestBackend, TestDatabase, TEST_DATABASE_URL_VAR};
 
 /// Expand `backend_tests!(name)` into a module `name` with two tests, `sqlite` and `postgres`,
 /// each calling `async fn name(backend: TestBackend)` from the enclosing module.

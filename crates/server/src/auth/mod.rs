@@ -397,13 +397,15 @@ fn authenticate_device(
     let peer = request
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<axum::extract::connect_info::MockConnectInfo<std::net::SocketAddr>>()
-                .map(|m| m.0.ip())
-        });
+        .map(|c| c.0.ip());
+    // In-process tests supply the peer address through `MockConnectInfo` (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    let peer = peer.or_else(|| {
+        request
+            .extensions()
+            .get::<axum::extract::connect_info::MockConnectInfo<std::net::SocketAddr>>()
+            .map(|m| m.0.ip())
+    });
     let credential = bearer_credential(request.headers()).ok_or(ApiError::Unauthorized)?;
     let presented = tokens::secret_hash(credential);
     let device = match peer {

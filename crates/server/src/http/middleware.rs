@@ -92,18 +92,19 @@ pub async fn observe(State(state): State<AppState>, mut request: Request, next: 
 /// The TCP peer, unless it is a trusted proxy: then the right-most `X-Forwarded-For` hop that
 /// is not itself a trusted proxy (hops further left are client-controlled and not believed).
 fn client_addr(request: &Request, trusted: &[ipnet::IpNet]) -> IpAddr {
-    // `MockConnectInfo` is how in-process tests supply a peer address.
     let peer = request
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| {
-            request
-                .extensions()
-                .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
-                .map(|m| m.0)
-        })
-        .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
+        .map(|c| c.0);
+    // `MockConnectInfo` is how in-process tests supply a peer address (feature `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
+    let peer = peer.or_else(|| {
+        request
+            .extensions()
+            .get::<axum::extract::connect_info::MockConnectInfo<SocketAddr>>()
+            .map(|m| m.0)
+    });
+    let peer = peer.map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
     let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
     if !is_trusted(&peer) {
         return peer;

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode};
@@ -19,7 +19,9 @@ use tower::ServiceExt;
 use watchgrid_server::config::{Config, MapSource, SecretGeneration};
 use watchgrid_server::serve::prepare_database;
 use watchgrid_server::state::AppState;
+use watchgrid_store::migrations::TEST_SCHEMA;
 use watchgrid_store::Database;
+use watchgrid_testkit::wait::wait_for_or;
 use watchgrid_testkit::{TestBackend, TestDatabase};
 
 /// A migrated, in-process application on its own database.
@@ -46,11 +48,11 @@ impl TestApp {
     }
 
     async fn build(backend: TestBackend, password: &str, pairs: &[(&str, &str)]) -> Self {
-        let db = TestDatabase::new(backend).await;
+        let db = TestDatabase::migrated(backend, &TEST_SCHEMA).await;
         let mut all = vec![("ADMIN_PASSWORD", password)];
         all.extend_from_slice(pairs);
         let state = state_for(&db, &all).await;
-        assert!(prepare_database(&state, state.db.migrator()).await);
+        assert!(prepare_database(&state).await);
         Self {
             router: app_router(state.clone()),
             state,
@@ -203,22 +205,28 @@ impl ServerProcess {
         timeout: Duration,
         accept: impl Fn(u16, &serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let deadline = Instant::now() + timeout;
-        let mut last = None;
-        while Instant::now() < deadline {
-            if let Some((status, body)) = self.get(path).await {
+        let last = std::sync::Mutex::new(None);
+        wait_for_or(
+            &format!("{path} to reach the expected state"),
+            timeout,
+            || async {
+                let (status, body) = self.get(path).await?;
                 let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
                 if accept(status, &json) {
-                    return json;
+                    return Some(json);
                 }
-                last = Some((status, body));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "{path} did not reach the expected state in {timeout:?}; last answer {last:?}\n--- server log ---\n{}",
-            self.logs()
-        );
+                *last.lock().unwrap() = Some((status, body));
+                None
+            },
+            || {
+                format!(
+                    "last answer {:?}\n--- server log ---\n{}",
+                    last.lock().unwrap(),
+                    self.logs()
+                )
+            },
+        )
+        .await
     }
 
     /// Send SIGTERM and wait for the exit status.
