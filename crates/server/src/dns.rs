@@ -15,9 +15,7 @@ use watchgrid_store::tenants::TenantRow;
 use watchgrid_wire::{DnsRecordType, DnsSettings};
 
 use crate::config::{DnsConfig, FleetConfig, WgBackendChoice};
-use crate::fleet::index::IndexObserver;
-use crate::fleet::DeviceEntry;
-use crate::state::AppState;
+use crate::fleet::index::{DeviceEntry, IndexObserver};
 
 /// How often binding the listeners is retried while the overlay address does not exist.
 const BIND_RETRY: Duration = Duration::from_secs(2);
@@ -370,39 +368,28 @@ pub fn field_of(err: &DnsError) -> FieldProblem {
     }
 }
 
-/// Reload the tenants and every record from the database (another replica changed them, or
-/// notifications may have been missed): tenants that are gone leave the zone, and the devices
-/// are announced again when the set of tenants changed, so that devices of a tenant this
-/// replica did not know get their names.
-pub async fn reload(
-    db: &watchgrid_store::Database,
-    fleet: &crate::fleet::Fleet,
-) -> Result<(), watchgrid_store::StoreError> {
-    let tenants = watchgrid_store::tenants::list_tenants(db).await?;
-    let records = watchgrid_store::dns::all_records(db).await?;
-    let known: std::collections::HashSet<Uuid> = fleet
-        .dns
-        .tenants
-        .read()
-        .unwrap_or_else(PoisonError::into_inner)
-        .keys()
-        .copied()
-        .collect();
-    fleet.dns.load_tenants(&tenants);
-    if tenants.len() != known.len() || tenants.iter().any(|t| !known.contains(&t.id)) {
-        // Devices of a tenant this replica did not know yet get their names now.
-        fleet.index.renotify();
+/// The tenants the zone knows, by id.
+impl MagicDnsService {
+    pub fn known_tenants(&self) -> std::collections::HashSet<Uuid> {
+        self.tenants
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
     }
-    fleet.dns.load_records(&records);
-    Ok(())
 }
 
 /// Serve Magic DNS on `WATCHGRID_DNS_LISTEN` (UDP and TCP) until the process ends. The address is
 /// normally the server's overlay address, which exists only once the WireGuard interface is up,
 /// so binding is retried; meanwhile the `dns` health check (or, without one, a warning) says why.
-pub async fn serve(state: AppState) {
-    let fleet = state.fleet.clone();
-    let service = fleet.dns.clone();
+/// `tenant_of` maps a query's source address to its device's tenant (the device index);
+/// `counters` count the answers.
+pub async fn serve(
+    service: std::sync::Arc<MagicDnsService>,
+    tenant_of: impl Fn(Ipv4Addr) -> Option<Uuid> + Send + Sync + 'static,
+    counters: std::sync::Arc<watchgrid_dns::QueryCounters>,
+) {
     let Some(address) = service.config.listen else {
         tracing::info!("Magic DNS is off (WATCHGRID_DNS_LISTEN=off)");
         return;
@@ -433,15 +420,13 @@ pub async fn serve(state: AppState) {
             }
         }
     };
-    let index = fleet.clone();
     let tenants = service.clone();
     let handler = DnsHandler::new(service.zone.clone(), move |ip| {
         let IpAddr::V4(ip) = ip else { return None };
-        let device = index.index.by_ip(ip)?;
-        tenants.slug_of(device.tenant_id)
+        tenants.slug_of(tenant_of(ip)?)
     })
     .with_upstreams(service.config.upstreams.clone())
-    .with_counters(state.metrics.dns.clone());
+    .with_counters(counters);
     let handler = match service.config.rate_limit {
         Some(per_second) => handler.with_rate_limit(per_second),
         None => handler,

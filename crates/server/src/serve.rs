@@ -139,8 +139,20 @@ pub fn start_background(state: &AppState, supervisor: &Supervisor) {
     });
     let dns = state.clone();
     supervisor.spawn("magic_dns", Placement::EveryReplica, move |stop| {
-        idle_after(stop, crate::dns::serve(dns.clone()))
+        idle_after(stop, serve_dns(dns.clone()))
     });
+}
+
+/// Serve Magic DNS for `state`'s fleet: a query's source address names its device's tenant.
+pub async fn serve_dns(state: AppState) {
+    let fleet = state.fleet.clone();
+    let tenant_of = move |ip| fleet.index.by_ip(ip).map(|device| device.tenant_id);
+    crate::dns::serve(
+        state.fleet.dns.clone(),
+        tenant_of,
+        state.metrics.dns.clone(),
+    )
+    .await;
 }
 
 /// Serve the agent API on the server's overlay address. The address exists only once the

@@ -144,7 +144,7 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
     );
 
     // The listener starts the way `start_fleet` starts it.
-    tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
+    tokio::spawn(watchgrid_server::serve::serve_dns(app.state.clone()));
     wait_until(
         "the dns check to be ok",
         Duration::from_secs(10),
@@ -460,7 +460,7 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
     )
     .await;
     assert!(watchgrid_server::serve::prepare_database(&restarted).await);
-    tokio::spawn(watchgrid_server::dns::serve(restarted.clone()));
+    tokio::spawn(watchgrid_server::serve::serve_dns(restarted.clone()));
     wait_until(
         "the restarted dns to listen",
         Duration::from_secs(10),
@@ -498,7 +498,7 @@ async fn names_records_and_isolation_over_real_dns(backend: TestBackend) {
 async fn listener_failure_is_reported_by_health(backend: TestBackend) {
     // 192.0.2.1 (TEST-NET-1) is not an address of this host.
     let app = TestApp::with_config(backend, &[("WATCHGRID_DNS_LISTEN", "192.0.2.1:53")]).await;
-    tokio::spawn(watchgrid_server::dns::serve(app.state.clone()));
+    tokio::spawn(watchgrid_server::serve::serve_dns(app.state.clone()));
     let last = std::sync::Mutex::new(String::new());
     let (health, check) = wait_for_or(
         "the dns check to report the failure",
@@ -548,7 +548,7 @@ async fn replicas_follow_tenants_and_records() {
         other.db.clone(),
         other.fleet.clone(),
     ));
-    tokio::spawn(watchgrid_server::dns::serve(other.clone()));
+    tokio::spawn(watchgrid_server::serve::serve_dns(other.clone()));
 
     async fn eventually(port: u16, from: &str, name: &str, expect: (&str, &[&str])) {
         let mut last = None;

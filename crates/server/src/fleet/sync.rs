@@ -5,7 +5,7 @@
 //! (`watchgrid_store::changes`); this task re-reads the changed rows and applies them. When the
 //! listening connection drops, notifications may have been lost, so it reloads everything once
 //! it is back. The same subscription reports tenant and Magic DNS record changes, on which the
-//! zone's tenants and records are reloaded (`crate::dns::reload`). On SQLite (one node) there
+//! zone's tenants and records are reloaded (`reload_dns`). On SQLite (one node) there
 //! is nothing to follow and the task ends at once.
 
 use std::sync::Arc;
@@ -48,7 +48,7 @@ pub async fn follow_device_changes(db: Database, fleet: Arc<Fleet>) {
                     }
                 }
                 Ok(DeviceChange::Dns) => {
-                    if let Err(err) = crate::dns::reload(&db, &fleet).await {
+                    if let Err(err) = reload_dns(&db, &fleet).await {
                         tracing::warn!(error = %err, "reloading Magic DNS tenants and records failed; reloading all");
                         break;
                     }
@@ -72,7 +72,7 @@ pub async fn follow_device_changes(db: Database, fleet: Arc<Fleet>) {
 
 async fn reload(db: &Database, fleet: &Fleet) -> Result<(), watchgrid_store::StoreError> {
     // Tenants first: the zone names devices by their tenant's slug.
-    crate::dns::reload(db, fleet).await?;
+    reload_dns(db, fleet).await?;
     let rows = devices::all_devices(db).await?;
     fleet.load_all(&rows);
     Ok(())
@@ -98,5 +98,22 @@ async fn apply(
         removed = ids.len() - rows.len(),
         "applied device changes from the database"
     );
+    Ok(())
+}
+
+/// Reload the tenants and every record from the database (another replica changed them, or
+/// notifications may have been missed): tenants that are gone leave the zone, and the devices
+/// are announced again when the set of tenants changed, so that devices of a tenant this
+/// replica did not know get their names.
+pub async fn reload_dns(db: &Database, fleet: &Fleet) -> Result<(), watchgrid_store::StoreError> {
+    let tenants = watchgrid_store::tenants::list_tenants(db).await?;
+    let records = watchgrid_store::dns::all_records(db).await?;
+    let known = fleet.dns.known_tenants();
+    fleet.dns.load_tenants(&tenants);
+    if tenants.len() != known.len() || tenants.iter().any(|t| !known.contains(&t.id)) {
+        // Devices of a tenant this replica did not know yet get their names now.
+        fleet.index.renotify();
+    }
+    fleet.dns.load_records(&records);
     Ok(())
 }
