@@ -15,6 +15,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use watchgrid_dns::QueryCounters;
+
+use crate::ratelimit::limiter::Limiter;
 use watchgrid_store::PoolStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -245,7 +247,7 @@ impl Metrics {
             let _ = registrations.get_or_create(&ResultLabels { result });
         }
         // Every label value exists from the start, at 0, so rate() and alerts work at once.
-        let limiters = crate::ratelimit::Limiter::ALL.map(crate::ratelimit::Limiter::label);
+        let limiters = Limiter::ALL.map(Limiter::label);
         for limiter in limiters.into_iter().chain([DNS_LIMITER]) {
             let _ = rate_limit_rejections.get_or_create(&LimiterLabels { limiter });
         }
@@ -299,7 +301,7 @@ impl Metrics {
             .inc();
     }
 
-    pub fn rate_limit_rejected(&self, limiter: crate::ratelimit::Limiter) {
+    pub fn rate_limit_rejected(&self, limiter: Limiter) {
         self.rate_limit_rejections
             .get_or_create(&LimiterLabels {
                 limiter: limiter.label(),
