@@ -9,7 +9,7 @@ pub use watchgrid_core::audit::{
 };
 
 use crate::auth::{ClientAddr, Principal, Scope};
-use crate::http::ApiError;
+use crate::http::error::ApiError;
 
 /// The audit context of a request: its principal, acting in `scope`'s tenant, from `client`.
 pub fn context(principal: &Principal, scope: Option<&Scope>, client: ClientAddr) -> AuditContext {

@@ -28,8 +28,8 @@ use watchgrid_store::tenants::TenantRow;
 use watchgrid_store::{sessions, tenants, users};
 use watchgrid_wire::Role;
 
+use crate::http::error::ApiError;
 use crate::http::extract::bearer_credential;
-use crate::http::ApiError;
 use crate::ratelimit::Limiter;
 use crate::state::AppState;
 

@@ -15,9 +15,10 @@ use watchgrid_wire::{
     ErrorBody, FieldError, Heartbeat, HeartbeatAck, RegisterRequest, RegisterResponse, ServerInfo,
 };
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
 use super::middleware::RequestId;
-use super::{convert, ApiError, ApiResult};
 use crate::audit::{record_failure, AuditContext};
 use crate::auth::tokens::{random_secret, secret_hash};
 use crate::auth::{ClientAddr, DeviceCaller};

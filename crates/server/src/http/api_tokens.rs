@@ -12,12 +12,14 @@ use uuid::Uuid;
 use watchgrid_store::sessions::{self, NewApiToken};
 use watchgrid_wire::{ApiToken, CreateApiToken, CreatedApiToken, ErrorBody, FieldError};
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash, API_TOKEN_PREFIX};
 use crate::auth::{ClientAddr, Credential, Principal, Scope};
 use crate::state::AppState;
+use watchgrid_core::validate;
 
 #[utoipa::path(get, path = "/api/tokens", tag = "tokens", security(("bearer" = [])), responses((status = 200, body = Vec<ApiToken>), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, scope: Scope) -> ApiResult<Json<Vec<ApiToken>>> {

@@ -7,9 +7,10 @@ use serde::Deserialize;
 use watchgrid_store::audit::{self, AuditFilter};
 use watchgrid_wire::{AuditEntry, ErrorBody, Page};
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::ApiQuery;
 use super::users::page_limit;
-use super::{convert, ApiError, ApiResult};
 use crate::auth::{Principal, Scope};
 use crate::state::AppState;
 

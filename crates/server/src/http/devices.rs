@@ -16,15 +16,17 @@ use watchgrid_wire::{
 };
 
 use super::agent::{check_tags, tags_json};
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
 use super::users::page_limit;
-use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, Outcome};
 use crate::auth::tokens::{random_secret, secret_hash};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::fleet::hub::KeyUnavailable;
 use crate::fleet::{DeviceEntry, Fleet};
 use crate::state::AppState;
+use watchgrid_core::validate;
 
 /// Prefix of onboarding token secrets.
 pub const ONBOARDING_PREFIX: &str = "wgo_";

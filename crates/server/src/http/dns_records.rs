@@ -16,9 +16,10 @@ use watchgrid_wire::{
     CreateDnsRecord, DnsRecord, DnsRecordType, ErrorBody, FieldError, Page, UpdateDnsRecord,
 };
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
 use super::users::page_limit;
-use super::{convert, ApiError, ApiResult};
 use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::dns::{field_of, parse_value, record_of_row, DEFAULT_RECORD_TTL};

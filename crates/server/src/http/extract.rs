@@ -11,7 +11,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
-use super::{validate, ApiError};
+use super::error::ApiError;
+use watchgrid_core::validate;
 
 /// `Json<T>` with envelope rejections: 400 for malformed JSON, 413 for a body over the limit
 /// (also a chunked one), 415 for a wrong content type, 422 naming the field for a body that is

@@ -6,9 +6,16 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use watchgrid_wire as wire;
 
-use super::{
-    agent, api_tokens, audit_log, devices, dns_records, ops, session, ssh, tenants, users,
-};
+use super::agent;
+use super::api_tokens;
+use super::audit_log;
+use super::devices;
+use super::dns_records;
+use super::ops;
+use super::session;
+use super::ssh;
+use super::tenants;
+use super::users;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -10,13 +10,15 @@ use watchgrid_wire::{
     ChangePassword, ErrorBody, LoginRequest, LoginResponse, RefreshRequest, Whoami,
 };
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, record_failure, AuditContext, Outcome};
 use crate::auth::tokens::{self, ACCESS_TOKEN_TTL, REFRESH_PREFIX, SESSION_TTL};
 use crate::auth::{ClientAddr, Credential, MaybeScope, Principal};
 use crate::metrics::LoginFailure;
 use crate::state::AppState;
+use watchgrid_core::validate;
 
 /// `POST /api/auth/login`. Every attempt is audited; failures take the same time and get the
 /// same answer whether or not the user exists, and log `invalid credentials` with the client

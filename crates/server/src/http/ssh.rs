@@ -23,9 +23,10 @@ use watchgrid_wire::{
     SshSettings,
 };
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
 use super::middleware::RequestId;
-use super::{convert, ApiError, ApiResult};
 use crate::audit::{audited, AuditContext, Outcome};
 use crate::auth::{ClientAddr, DeviceCaller, Principal, Scope};
 use crate::ssh::{ActiveCaError, CaKind, KrlError, VALIDITY_CEILING_SECS};

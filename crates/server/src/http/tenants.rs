@@ -7,11 +7,13 @@ use serde_json::json;
 use watchgrid_store::{tenants, Constraint, StoreError};
 use watchgrid_wire::{CreateTenant, ErrorBody, FieldError, Tenant, UpdateTenant};
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::ApiJson;
-use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, MaybeScope, Principal};
 use crate::state::AppState;
+use watchgrid_core::validate;
 
 #[utoipa::path(get, path = "/api/tenants", tag = "tenants", security(("bearer" = [])), responses((status = 200, body = Vec<Tenant>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Tenant>>> {

@@ -23,11 +23,13 @@ use watchgrid_store::users::{self, Member, NewUser};
 use watchgrid_store::{sessions, tenants, Constraint, StoreError, Tx};
 use watchgrid_wire::{CreateUser, ErrorBody, FieldError, Page, Role, UpdateUser, User};
 
+use super::convert;
+use super::error::{ApiError, ApiResult};
 use super::extract::{ApiJson, ApiQuery};
-use super::{convert, validate, ApiError, ApiResult};
 use crate::audit::{audited, Outcome};
 use crate::auth::{ClientAddr, Principal, Scope};
 use crate::state::AppState;
+use watchgrid_core::validate;
 
 #[derive(Debug, Deserialize)]
 pub struct ListQuery {
