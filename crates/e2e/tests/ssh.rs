@@ -392,8 +392,14 @@ fn operators_ssh_to_devices_through_the_server() {
     let cert_path = PathBuf::from(format!("{}-cert.pub", key.display()));
 
     // An expired certificate: sshd refuses it.
-    cert_for("1");
-    std::thread::sleep(Duration::from_secs(2));
+    let expiring = cert_for("1");
+    // sshd judges expiry by the clock: wait until the certificate's end has passed.
+    let valid_before = expiring["valid_before"].as_str().unwrap().to_owned();
+    watchgrid_testkit::wait::blocking::wait_until(
+        "the one-second certificate to expire",
+        Duration::from_secs(10),
+        || chrono::Utc::now() > chrono::DateTime::parse_from_rfc3339(&valid_before).unwrap(),
+    );
     let out = operator.plain_ssh(&key, &known_hosts, &fqdn);
     assert!(!out.status.success(), "an expired certificate logged in");
     wait_for_or(
