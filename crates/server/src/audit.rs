@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use watchgrid_store::{Database, Tx};
 
 pub use watchgrid_core::audit::{
-    run_sweeper, sweep, AuditContext, AuditedFailure, Outcome, RETENTION_BATCH,
+    record_failure, run_sweeper, sweep, AuditContext, AuditedFailure, Outcome, RETENTION_BATCH,
 };
 
 use crate::auth::{ClientAddr, Principal, Scope};
@@ -40,16 +40,4 @@ pub async fn audited<T>(
     change: impl AsyncFnOnce(&mut Tx) -> Result<Outcome<T>, ApiError>,
 ) -> Result<T, ApiError> {
     watchgrid_core::audit::audited(db, ctx, action, resource_type, target, change).await
-}
-
-/// Record a failed attempt (an [`ApiError`]) outside any transaction.
-pub async fn record_failure(
-    db: &Database,
-    ctx: &AuditContext,
-    action: &str,
-    resource_type: &str,
-    target: Option<String>,
-    err: &ApiError,
-) {
-    watchgrid_core::audit::record_failure(db, ctx, action, resource_type, target, err).await;
 }

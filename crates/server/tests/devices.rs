@@ -423,23 +423,24 @@ async fn reregistration_needs_the_current_credential(backend: TestBackend) {
     assert_eq!(used_up.status, StatusCode::UNAUTHORIZED, "{}", used_up.body);
 }
 
-async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
-    let app = TestApp::with_config(
-        backend,
-        &[
-            ("WATCHGRID_WG_BACKEND", "none"),
-            ("WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", "1000"),
-        ],
-    )
-    .await;
-    let admin = app.admin_token().await;
-    let token = onboarding_token(&app, &admin, json!({"max_uses": 200})).await;
+/// No WireGuard, and a registration limit high enough for a burst from one address.
+const BURST_OF_REGISTRATIONS: &[(&str, &str)] = &[
+    ("WATCHGRID_WG_BACKEND", "none"),
+    ("WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", "1000"),
+];
+
+/// Send every registration body at once (they start together behind a barrier); the replies
+/// come out of the set as they finish.
+fn register_all_at_once(
+    app: &TestApp,
+    bodies: impl ExactSizeIterator<Item = Value>,
+) -> tokio::task::JoinSet<Reply> {
+    let start = std::sync::Arc::new(tokio::sync::Barrier::new(bodies.len()));
     let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..200 {
-        let router = app.router.clone();
-        let token = token.clone();
+    for body in bodies {
+        let (router, start) = (app.router.clone(), start.clone());
         tasks.spawn(async move {
-            let body = json!({"token": token, "hostname": format!("node-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": fresh_key()});
+            start.wait().await;
             send(
                 &router,
                 Request::post("/api/agent/register")
@@ -450,6 +451,15 @@ async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
             .await
         });
     }
+    tasks
+}
+
+async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
+    let app = TestApp::with_config(backend, BURST_OF_REGISTRATIONS).await;
+    let admin = app.admin_token().await;
+    let token = onboarding_token(&app, &admin, json!({"max_uses": 200})).await;
+    let bodies = (0..200).map(|n| json!({"token": token, "hostname": format!("node-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": fresh_key()}));
+    let mut tasks = register_all_at_once(&app, bodies);
     let mut addresses = std::collections::HashSet::new();
     while let Some(reply) = tasks.join_next().await {
         let reply = reply.unwrap();
@@ -467,39 +477,12 @@ async fn concurrent_registrations_get_distinct_addresses(backend: TestBackend) {
 /// Registrations of one new key at the same moment: one enrolls it; the others are told the
 /// key is enrolled (409), not retried as if an address had been lost (which ended in 503).
 async fn concurrent_registrations_of_one_key_enroll_it_once(backend: TestBackend) {
-    let app = TestApp::with_config(
-        backend,
-        &[
-            ("WATCHGRID_WG_BACKEND", "none"),
-            ("WATCHGRID_RATELIMIT_REGISTRATION_CAPACITY", "1000"),
-        ],
-    )
-    .await;
+    let app = TestApp::with_config(backend, BURST_OF_REGISTRATIONS).await;
     let admin = app.admin_token().await;
     let token = onboarding_token(&app, &admin, json!({"max_uses": 20})).await;
     let key = fresh_key();
-    let start = std::sync::Arc::new(tokio::sync::Barrier::new(8));
-    let mut tasks = tokio::task::JoinSet::new();
-    for n in 0..8 {
-        let (router, token, key, start) = (
-            app.router.clone(),
-            token.clone(),
-            key.clone(),
-            start.clone(),
-        );
-        tasks.spawn(async move {
-            let body = json!({"token": token, "hostname": format!("twin-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": key});
-            start.wait().await;
-            send(
-                &router,
-                Request::post("/api/agent/register")
-                    .header("content-type", "application/json")
-                    .body(Body::from(body.to_string()))
-                    .unwrap(),
-            )
-            .await
-        });
-    }
+    let bodies = (0..8).map(|n| json!({"token": token, "hostname": format!("twin-{n}"), "os": "linux", "agent_version": "0.1.0", "wg_public_key": key}));
+    let mut tasks = register_all_at_once(&app, bodies);
     let (mut enrolled, mut refused, mut winner) = (0, 0, String::new());
     while let Some(reply) = tasks.join_next().await {
         let reply = reply.unwrap();
